@@ -1,0 +1,65 @@
+"""The ``entropix`` command line: one sub-command per module in ``entropix/commands``.
+
+Each command module has a docstring (its first line is the help text), an
+``add_arguments(parser)`` function and a ``run(args) -> int`` function returning the exit code.
+Command modules are imported only when their command runs, so ``entropix --help`` stays fast.
+A ``ValueError``/``TypeError``/``KeyError``/``FileNotFoundError`` raised by a command becomes
+a one-line ``entropix CMD: error: ...`` message and exit code 2.
+"""
+
+import argparse
+import ast
+import importlib
+import importlib.util
+import sys
+
+# command name -> module under entropix.commands
+COMMANDS: dict[str, str] = {
+    "measure": "measure",
+}
+
+USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)
+
+
+def _help_line(module_name: str) -> str:
+    """First docstring line of a command module, read without importing it."""
+    spec = importlib.util.find_spec(f"entropix.commands.{module_name}")
+    doc = ast.get_docstring(ast.parse(spec.loader.get_source(spec.name))) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: lists the commands; each command parses its own arguments."""
+    parser = argparse.ArgumentParser(
+        prog="entropix", description="Entropy dynamics in training: run, measure, compare."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        sub.add_parser(name, help=_help_line(module_name), add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv[:1])  # prints usage or help and exits
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(f"entropix.commands.{COMMANDS[name]}")
+    parser = argparse.ArgumentParser(
+        prog=f"entropix {name}",
+        description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except USER_ERRORS as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"entropix {name}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``entropix`` CLI (see ``entropix/cli.py``)."""

@@ -1,0 +1,79 @@
+"""Input checks shared by every public entry point.
+
+Shapes and dtypes are static under ``jax.jit``, so these checks run once at trace time
+and cost nothing in the compiled program. They raise ``ValueError`` / ``TypeError``
+with a message that names the argument, what was expected and what was received.
+"""
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+
+
+def _shape_of(x) -> tuple[int, ...]:
+    return tuple(jnp.shape(x))
+
+
+def check_floating(x, name: str) -> None:
+    """Raise ``TypeError`` unless ``x`` has a floating dtype (fp16/bf16/fp32/fp64)."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{name} must be a floating-point array (got dtype {dtype}); "
+            f"cast it first, e.g. {name}.astype(jnp.float32)"
+        )
+
+
+def check_rank(x, name: str, ranks: int | Sequence[int]) -> None:
+    """Raise ``ValueError`` unless ``x.ndim`` is ``ranks`` (or one of them)."""
+    allowed = (ranks,) if isinstance(ranks, int) else tuple(ranks)
+    shape = _shape_of(x)
+    if len(shape) not in allowed:
+        want = " or ".join(str(r) for r in allowed)
+        raise ValueError(f"{name} must have rank {want}; got shape {shape} (rank {len(shape)})")
+
+
+def check_min_rank(x, name: str, min_rank: int, layout: str = "") -> None:
+    """Raise ``ValueError`` unless ``x.ndim >= min_rank``; ``layout`` documents the axes."""
+    shape = _shape_of(x)
+    if len(shape) < min_rank:
+        hint = f" laid out as {layout}" if layout else ""
+        raise ValueError(
+            f"{name} must have rank >= {min_rank}{hint}; got shape {shape} (rank {len(shape)})"
+        )
+
+
+def check_shape(x, name: str, expected: Sequence[int | None]) -> None:
+    """Raise ``ValueError`` unless ``x.shape`` matches ``expected`` (``None`` = any size)."""
+    shape = _shape_of(x)
+    ok = len(shape) == len(expected) and all(
+        e is None or e == s for e, s in zip(expected, shape, strict=True)
+    )
+    if not ok:
+        want = ", ".join("?" if e is None else str(e) for e in expected)
+        want = f"({want},)" if len(expected) == 1 else f"({want})"
+        raise ValueError(f"{name} must have shape {want} (? = any size); got {shape}")
+
+
+def check_mask(mask, name: str, shape: Sequence[int]) -> None:
+    """A mask must be bool or floating and have exactly ``shape`` (no silent broadcasting)."""
+    dtype = jnp.result_type(mask)
+    if not (dtype == jnp.bool_ or jnp.issubdtype(dtype, jnp.floating)):
+        raise TypeError(f"{name} must be bool or floating (got dtype {dtype})")
+    if _shape_of(mask) != tuple(shape):
+        raise ValueError(
+            f"{name} has shape {_shape_of(mask)} but must match the values it masks, "
+            f"shape {tuple(shape)}"
+        )
+
+
+def check_positive(value, name: str) -> None:
+    """Raise ``ValueError`` unless a static Python number is > 0."""
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0; got {value}")
+
+
+def check_choice(value, name: str, choices: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the valid choices when ``value`` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
