@@ -26,7 +26,11 @@ def causal_mask(num_queries: int, num_keys: int | None = None):
 
 
 def attention_entropy(
-    probs_or_scores, mask=None, *, from_scores: bool = False, causal: bool = False,
+    probs_or_scores,
+    mask=None,
+    *,
+    from_scores: bool = False,
+    causal: bool = False,
     normalized: bool = False,
 ):
     """Per-head attention entropy [B, H, Tq] from probabilities or raw scores [B, H, Tq, Tk].

@@ -9,7 +9,7 @@ Formulas (p = softmax(z / T), V = number of classes):
 * Tsallis   S_q(p)    = (1 - sum_i p_i^q) / (q - 1)
                       = -expm1(LSE_i(q log p_i)) / (q - 1)                   (q > 0; -> H as q -> 1)
   "Possible generalization of Boltzmann-Gibbs statistics", Tsallis 1988.
-* Renyi     H_a(p)    = LSE_i(a log p_i) / (1 - a)                           (a >= 0; -> H as a -> 1)
+* Renyi     H_a(p)    = LSE_i(a log p_i) / (1 - a)                     (a >= 0; -> H as a -> 1)
             H_inf(p)  = -log max_i p_i   (min-entropy)
   "On measures of entropy and information", Renyi 1961.
 * Varentropy V(p)     = sum_i p_i (log p_i + H(p))^2 = Var_{i~p}[-log p_i]
@@ -18,7 +18,8 @@ Formulas (p = softmax(z / T), V = number of classes):
 
 Near q = 1 (and a = 1) the closed forms divide two vanishing numbers. For |q - 1| < 0.01 we use
 the algebraically identical form  sum_i p_i^q - 1 = sum_i p_i expm1((q - 1) log p_i),  which has
-no cancellation: S_q = -sum_i p_i expm1(d log p_i) / d  and  H_a = -log1p(sum_i p_i expm1(d log p_i)) / d
+no cancellation: S_q = -sum_i p_i expm1(d log p_i) / d and
+H_a = -log1p(sum_i p_i expm1(d log p_i)) / d
 with d = q - 1 (resp. a - 1); both tend to H(p) smoothly and are exact at d = 0.
 """
 

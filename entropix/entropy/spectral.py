@@ -96,7 +96,7 @@ def alpha_req(embeddings, num_eigenvalues: int | None = None, eps: float = 1e-12
 
 
 def diffusion_spectral_entropy(embeddings, sigma: float = 10.0, t: int = 1):
-    """Diffusion spectral entropy of embeddings [N, D] (Liao et al. 2023), trivial eigenvalue dropped."""
+    """Diffusion spectral entropy of embeddings [N, D] (Liao et al. 2023), trivial 1 dropped."""
     check_positive(sigma, "sigma")
     check_positive(t, "t")
     z = _embeddings(embeddings)

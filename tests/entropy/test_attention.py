@@ -27,21 +27,28 @@ def test_probs_and_scores_paths_agree():
     probs = jax.nn.softmax(np.where(causal_mask(5), SCORES, -np.inf), axis=-1)
     np.testing.assert_allclose(
         attention_entropy(probs, causal=True),
-        attention_entropy(SCORES, from_scores=True, causal=True), rtol=1e-5, atol=1e-6)
+        attention_entropy(SCORES, from_scores=True, causal=True),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_explicit_mask_equals_causal_flag():
     mask = causal_mask(5)[None, None]
-    np.testing.assert_allclose(attention_entropy(SCORES, mask, from_scores=True),
-                               attention_entropy(SCORES, from_scores=True, causal=True), rtol=1e-6)
+    np.testing.assert_allclose(
+        attention_entropy(SCORES, mask, from_scores=True),
+        attention_entropy(SCORES, from_scores=True, causal=True),
+        rtol=1e-6,
+    )
 
 
 def test_normalized_bounds_and_uniform_attention():
     h = attention_entropy(SCORES, from_scores=True, causal=True, normalized=True)
     assert np.all((np.asarray(h) >= 0) & (np.asarray(h) <= 1 + 1e-6))
     assert np.all(np.asarray(h)[..., 0] == 0)  # first query has a single key
-    uniform = attention_entropy(np.zeros((1, 1, 4, 4), np.float32), from_scores=True,
-                                causal=True, normalized=True)
+    uniform = attention_entropy(
+        np.zeros((1, 1, 4, 4), np.float32), from_scores=True, causal=True, normalized=True
+    )
     np.testing.assert_allclose(uniform[..., 1:], 1.0, rtol=1e-6)
 
 

@@ -29,7 +29,9 @@ logit_rows = hnp.arrays(
 @pytest.mark.parametrize("temperature", [0.3, 1.0, 2.5])
 def test_shannon_matches_numpy(temperature):
     got = shannon_entropy(LOGITS, temperature)
-    np.testing.assert_allclose(got, ref.shannon(ref.softmax(LOGITS, temperature)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        got, ref.shannon(ref.softmax(LOGITS, temperature)), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("q", [0.3, 0.5, 0.995, 1.004, 2.0, 3.5])
@@ -133,8 +135,12 @@ def test_permutation_invariance(z, rnd):
     perm = list(range(z.shape[-1]))
     rnd.shuffle(perm)
     zp = z[..., perm]
-    for fn in (shannon_entropy, varentropy, lambda x: tsallis_entropy(x, 2.0),
-               lambda x: renyi_entropy(x, 3.0)):
+    for fn in (
+        shannon_entropy,
+        varentropy,
+        lambda x: tsallis_entropy(x, 2.0),
+        lambda x: renyi_entropy(x, 3.0),
+    ):
         np.testing.assert_allclose(fn(zp), fn(z), rtol=1e-4, atol=1e-5)
 
 

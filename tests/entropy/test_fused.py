@@ -34,8 +34,9 @@ def test_values_match_numpy(v, chunk, temperature):
     logp, entropy = token_logprobs_and_entropy(hidden, unembed, targets, chunk, temperature)
     logits = np.asarray(hidden, np.float64) @ np.asarray(unembed, np.float64)
     p = ref.softmax(logits, temperature)
-    np.testing.assert_allclose(logp, np.log(p[np.arange(24), np.asarray(targets)]), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        logp, np.log(p[np.arange(24), np.asarray(targets)]), rtol=1e-5, atol=1e-5
+    )
     np.testing.assert_allclose(entropy, ref.shannon(p), rtol=1e-5, atol=1e-5)
 
 
@@ -61,16 +62,19 @@ def test_check_grads_against_finite_differences():
 def test_works_under_jit_and_vmap_and_bf16():
     hidden, unembed, targets = make_inputs(8, 8, 50, dtype=jnp.bfloat16)
     logp, entropy = jax.jit(lambda h, w, y: token_logprobs_and_entropy(h, w, y, 16))(
-        hidden, unembed, targets)
+        hidden, unembed, targets
+    )
     assert logp.dtype == jnp.float32 and entropy.dtype == jnp.float32
     ref_logp, ref_entropy = naive_token_logprobs_and_entropy(hidden, unembed, targets)
     np.testing.assert_allclose(logp, ref_logp, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(entropy, ref_entropy, rtol=1e-4, atol=1e-4)
-    grads = jax.grad(weighted_sum(lambda h, w: token_logprobs_and_entropy(h, w, targets, 16)),
-                     argnums=(0, 1))(hidden, unembed)
+    grads = jax.grad(
+        weighted_sum(lambda h, w: token_logprobs_and_entropy(h, w, targets, 16)), argnums=(0, 1)
+    )(hidden, unembed)
     assert grads[0].dtype == jnp.bfloat16 and grads[1].dtype == jnp.bfloat16
     batched = jax.vmap(lambda h, y: token_logprobs_and_entropy(h, unembed, y, 16))(
-        hidden.reshape(2, 4, 8), targets.reshape(2, 4))
+        hidden.reshape(2, 4, 8), targets.reshape(2, 4)
+    )
     np.testing.assert_allclose(batched[1].reshape(-1), entropy, rtol=1e-6)
 
 
@@ -92,7 +96,8 @@ def test_fused_temporary_memory_is_8x_below_naive():
     forward_ratio = _temp_bytes(naive, hidden, unembed) / _temp_bytes(fused, hidden, unembed)
     grad = lambda f: jax.grad(f, argnums=(0, 1))
     backward_ratio = _temp_bytes(grad(naive), hidden, unembed) / _temp_bytes(
-        grad(fused), hidden, unembed)
+        grad(fused), hidden, unembed
+    )
     assert forward_ratio >= 8, forward_ratio
     assert backward_ratio >= 8, backward_ratio
 

@@ -33,14 +33,16 @@ def numpy_aggregate(x, m, mode, norm=None):
 
 @pytest.mark.parametrize("mode", AGGREGATION_MODES)
 def test_aggregate_matches_numpy(mode):
-    np.testing.assert_allclose(aggregate(VALUES, MASK, mode), numpy_aggregate(VALUES, MASK, mode),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        aggregate(VALUES, MASK, mode), numpy_aggregate(VALUES, MASK, mode), rtol=1e-6
+    )
 
 
 def test_norm_constant_is_used():
     got = aggregate(VALUES, MASK, "seq-mean-token-sum-norm", norm=100.0)
-    np.testing.assert_allclose(got, numpy_aggregate(VALUES, MASK, "seq-mean-token-sum-norm", 100.0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        got, numpy_aggregate(VALUES, MASK, "seq-mean-token-sum-norm", 100.0), rtol=1e-6
+    )
 
 
 @settings(max_examples=20, deadline=None)
@@ -65,9 +67,12 @@ def test_empty_mask_gives_zero_not_nan():
 def test_masked_helpers():
     m = MASK.astype(np.float64)
     np.testing.assert_allclose(masked_sum(VALUES, MASK), (VALUES * m).sum(), rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(masked_mean(VALUES, MASK, axis=1))[[0, 1, 3]],
-                               ((VALUES * m).sum(1) / m.sum(1))[[0, 1, 3]], rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(masked_mean(VALUES, MASK, axis=1))[[0, 1, 3]],
+        ((VALUES * m).sum(1) / m.sum(1))[[0, 1, 3]],
+        rtol=1e-5,
+        atol=1e-6,
+    )
     valid = VALUES[MASK]
     np.testing.assert_allclose(masked_var(VALUES, MASK), valid.var(), rtol=1e-5)
 

@@ -44,8 +44,9 @@ def test_effective_rank_and_rankme_match_numpy():
 
 def test_effective_rank_is_rotation_invariant():
     q, _ = np.linalg.qr(RNG.normal(size=(6, 6)))
-    np.testing.assert_allclose(effective_rank(Z @ q.astype(np.float32)), effective_rank(Z),
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        effective_rank(Z @ q.astype(np.float32)), effective_rank(Z), rtol=1e-4
+    )
 
 
 def test_alpha_req_recovers_power_law():
@@ -83,16 +84,19 @@ def numpy_dse(z, sigma, t):
 
 @pytest.mark.parametrize("sigma,t", [(10.0, 1), (2.0, 1), (2.0, 3)])
 def test_dse_matches_numpy_diffusion_operator(sigma, t):
-    np.testing.assert_allclose(diffusion_spectral_entropy(Z, sigma, t), numpy_dse(Z, sigma, t),
-                               rtol=2e-3)
+    np.testing.assert_allclose(
+        diffusion_spectral_entropy(Z, sigma, t), numpy_dse(Z, sigma, t), rtol=2e-3
+    )
 
 
 def test_dse_higher_for_spread_than_clustered_data():
     clustered = (RNG.normal(size=(30, 4)) * 0.01 + np.repeat(np.eye(4)[:2] * 5, 15, 0)).astype(
-        np.float32)
+        np.float32
+    )
     spread = RNG.normal(size=(30, 4)).astype(np.float32) * 3
     assert float(diffusion_spectral_entropy(spread, 1.0)) > float(
-        diffusion_spectral_entropy(clustered, 1.0))
+        diffusion_spectral_entropy(clustered, 1.0)
+    )
 
 
 def test_bad_input_errors():
