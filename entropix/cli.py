@@ -16,6 +16,7 @@ import sys
 # command name -> module under entropix.commands
 COMMANDS: dict[str, str] = {
     "measure": "measure",
+    "bench": "bench",
 }
 
 USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)

@@ -46,8 +46,14 @@ def run(args) -> int:
         lambda h, w, y: token_logprobs_and_entropy(h, w, y, args.chunk, args.temperature)
     )
     naive = jax.jit(lambda h, w, y: naive_token_logprobs_and_entropy(h, w, y, args.temperature))
-    report = {"tokens": args.tokens, "dim": args.dim, "vocab": args.vocab, "chunk": args.chunk,
-              "temperature": args.temperature, "device": jax.devices()[0].device_kind}
+    report = {
+        "tokens": args.tokens,
+        "dim": args.dim,
+        "vocab": args.vocab,
+        "chunk": args.chunk,
+        "temperature": args.temperature,
+        "device": jax.devices()[0].device_kind,
+    }
     outputs = {}
     for name, fn in (("fused", fused), ("naive", naive)):
         compiled = fn.lower(hidden, unembed, targets).compile()

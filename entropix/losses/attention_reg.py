@@ -15,11 +15,16 @@ from entropix.losses.registry import register
 from entropix.validation import check_floating, check_mask, check_positive, check_rank, check_shape
 
 
-@register("attention_entropy_reg", paper="Entropy-Guided Attention for Private LLMs", kind="auxiliary")
-def attention_entropy_reg(coef: float = 1e-5, tolerance_factor: float = 0.2, from_probs: bool = False):
+@register(
+    "attention_entropy_reg", paper="Entropy-Guided Attention for Private LLMs", kind="auxiliary"
+)
+def attention_entropy_reg(
+    coef: float = 1e-5, tolerance_factor: float = 0.2, from_probs: bool = False
+):
     """Penalise per-head attention entropy outside a tolerance band around a learnable threshold.
 
-    Formula (layer l, head h, batch b, query t; n = number of keys, Hmax = ln n):
+    Formula:
+        (layer l, head h, batch b, query t; n = number of keys, Hmax = ln n)
         theta_{l,h} = w_{l,h} * Hmax                         (w: learnable threshold weights)
         d = H[l, b, h, t] - theta_{l,h}
         P_{l,h} = sum_{b,t} m_{b,t} * d^2 * [|d| > tolerance_factor * Hmax]
@@ -29,9 +34,8 @@ def attention_entropy_reg(coef: float = 1e-5, tolerance_factor: float = 0.2, fro
 
     Defaults: coef = 1e-5, tolerance 0.2 * ln n, the authors' released settings. As there, the
     penalty is summed over batch and query positions (not averaged) and Hmax uses the full key
-    count n (not the causal per-query count); w is a trainable parameter, typically one per
-    head and layer, initialised by the caller (the paper's reference initialises it from the
-    model's attention entropies; 0.5 is a neutral start).
+    count n (not the causal per-query count). w is a trainable parameter, one per head (and
+    layer), that the caller owns, initialises and optimises with the model.
 
     Returns ``loss_fn(attn, threshold_weights, mask=None, num_keys=None) -> (loss, metrics)``.
     ``attn`` is per-head entropies [B, H, T] (or [L, B, H, T] for L stacked layers) with
@@ -48,7 +52,9 @@ def attention_entropy_reg(coef: float = 1e-5, tolerance_factor: float = 0.2, fro
         if from_probs:
             check_rank(attn, "attn (probabilities)", (4, 5))
             n = attn.shape[-1] if num_keys is None else num_keys
-            entropy = attention_entropy(attn) if attn.ndim == 4 else jax.vmap(attention_entropy)(attn)
+            entropy = (
+                attention_entropy(attn) if attn.ndim == 4 else jax.vmap(attention_entropy)(attn)
+            )
         else:
             check_rank(attn, "attn (entropies)", (3, 4))
             entropy = jnp.asarray(attn, jnp.float32)

@@ -28,12 +28,17 @@ Fields (B = batch of responses, T = response tokens, V = vocabulary or top-k wid
 * ``rewards``    [B] float or None. Scalar reward of each response (reward-shaping methods).
 * ``key``        PRNG key or None. Per-step randomness for stochastic terms (Clip-Cov's random
   token subset); pass a fresh key each step.
+* ``controls``   dict of scalar arrays, or None. Per-step values owned by stateful controllers
+  (``entropix.optim``) that pure terms read: ``"entropy_hist_mean"`` (EPO smoothing),
+  ``"entropy_anchor"`` (SIREN), ``"step"`` (EPO phase weighting). Passing them as data, not
+  as factory arguments, keeps one compiled step for every value.
 """
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 
+from entropix.entropy import shannon_entropy
 from entropix.validation import check_floating, check_mask, check_rank, check_shape
 
 
@@ -51,11 +56,22 @@ class PolicyBatch:
     group_ids: jax.Array | None = None
     rewards: jax.Array | None = None
     key: jax.Array | None = None
+    controls: dict | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         """(B, T)."""
         return tuple(self.logp.shape)
+
+    def control(self, name: str, method: str):
+        """Return ``self.controls[name]`` as float32; raise ``ValueError`` naming ``method``."""
+        if self.controls is None or name not in self.controls:
+            have = sorted(self.controls) if self.controls else []
+            raise ValueError(
+                f"{method} needs PolicyBatch.controls[{name!r}] (set each step by its controller "
+                f"in entropix.optim); controls has {have}"
+            )
+        return jnp.asarray(self.controls[name], jnp.float32)
 
     def require(self, field: str, method: str):
         """Return ``self.<field>``; raise ``ValueError`` naming ``method`` when it is None."""
@@ -91,11 +107,6 @@ def validate_batch(batch: PolicyBatch) -> None:
             raise TypeError(f"group_ids must be integer (got {jnp.result_type(batch.group_ids)})")
 
 
-def _entropy_from_logits(logits):
-    logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
-    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-
-
 def make_policy_batch(
     logp,
     advantages,
@@ -108,6 +119,7 @@ def make_policy_batch(
     group_ids=None,
     rewards=None,
     key=None,
+    controls=None,
 ) -> PolicyBatch:
     """Build and validate a :class:`PolicyBatch`.
 
@@ -128,9 +140,11 @@ def make_policy_batch(
     check_mask(mask, "mask", (b, t))
     if old_logp is None:
         old_logp = jax.lax.stop_gradient(logp)
-    if entropy is None and logits is not None:
+    if logits is not None:
         check_rank(logits, "logits", 3)
-        entropy = _entropy_from_logits(logits)
+        check_shape(logits, "logits", (b, t, None))
+        if entropy is None:
+            entropy = shannon_entropy(logits)
     batch = PolicyBatch(
         logp=logp,
         old_logp=old_logp,
@@ -142,6 +156,7 @@ def make_policy_batch(
         group_ids=None if group_ids is None else jnp.asarray(group_ids),
         rewards=rewards,
         key=key,
+        controls=controls,
     )
     validate_batch(batch)
     return batch

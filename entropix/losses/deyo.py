@@ -17,7 +17,7 @@ from entropix.validation import check_floating, check_positive, check_rank, chec
 
 
 def patch_shuffle(key, images, patches: int = 4):
-    """Cut each image into a ``patches x patches`` grid and shuffle the tiles (one permutation per image).
+    """Cut each image into a ``patches x patches`` grid and shuffle the tiles, per image.
 
     ``images`` is ``[B, H, W, C]``. When H or W is not a multiple of ``patches`` the image is
     resized (bilinear) down to the nearest multiple, shuffled, and resized back, as DeYO does;
@@ -33,10 +33,16 @@ def patch_shuffle(key, images, patches: int = 4):
         raise ValueError(f"images of size {h}x{w} cannot be cut into {patches}x{patches} patches")
     ph, pw = h // patches, w // patches
     resized = (ph * patches, pw * patches) != (h, w)
-    x = jax.image.resize(images, (b, ph * patches, pw * patches, c), "bilinear") if resized else images
+    x = (
+        jax.image.resize(images, (b, ph * patches, pw * patches, c), "bilinear")
+        if resized
+        else images
+    )
     tiles = x.reshape(b, patches, ph, patches, pw, c).transpose(0, 1, 3, 2, 4, 5)
     tiles = tiles.reshape(b, patches * patches, ph, pw, c)
-    perms = jax.vmap(lambda k: jax.random.permutation(k, patches * patches))(jax.random.split(key, b))
+    perms = jax.vmap(lambda k: jax.random.permutation(k, patches * patches))(
+        jax.random.split(key, b)
+    )
     tiles = jnp.take_along_axis(tiles, perms[:, :, None, None, None], axis=1)
     out = tiles.reshape(b, patches, patches, ph, pw, c).transpose(0, 1, 3, 2, 4, 5)
     out = out.reshape(b, ph * patches, pw * patches, c)
@@ -70,10 +76,10 @@ def deyo(
     Paper: "Entropy is not Enough for Test-Time Adaptation: From the Perspective of Disentangled
     Factors" (Lee et al., ICLR 2024).
 
-    Defaults: tau_Ent = 0.5 ln C, Ent0 = 0.4 ln C, tau_PLPD = 0.2 (the paper's ImageNet-C
-    setting; it reports 0.3 for some shifts), both reweightings on, patch shuffle with a 4x4
-    grid (:func:`patch_shuffle`). The weights and PLPD carry no gradient; ``shuffled_logits``
-    are treated as constants (DeYO computes them without gradient).
+    Defaults: tau_Ent = 0.5 ln C, Ent0 = 0.4 ln C, tau_PLPD = 0.2 (the defaults of the
+    authors' code, set for ImageNet-C; tune tau_PLPD per shift), both reweightings on, patch
+    shuffle with a 4x4 grid (:func:`patch_shuffle`). The weights and PLPD carry no gradient;
+    ``shuffled_logits`` are treated as constants (DeYO computes them without gradient).
 
     Returns ``loss_fn(logits[B, C], shuffled_logits[B, C]) -> (loss, metrics)``.
     """

@@ -39,7 +39,8 @@ def eata(margin_factor: float = 0.4, redundancy_margin: float = 0.05, momentum: 
         L           = (1/|S|) sum_{b in S} w_b H_b         (0 when S is empty)
         m' = mean_{b in S} p_b                   if m == 0 (first step)
         m' = momentum * m + (1 - momentum) * mean_{b in S} p_b   otherwise;  m' = m if S empty
-      Anti-forgetting term (add to L): :func:`fisher_penalty`, beta * sum_i F_i (theta_i - theta0_i)^2
+      Anti-forgetting term, added by the caller (:func:`fisher_penalty`):
+        R = beta * sum_i F_i (theta_i - theta0_i)^2
 
     Paper: "Efficient Test-Time Model Adaptation without Forgetting" (Niu et al., ICML 2022).
 

@@ -14,10 +14,13 @@ from entropix.losses.registry import register
 from entropix.validation import check_floating, check_mask, check_positive, check_shape
 
 
-def hl_gauss_transform(min_value: float, max_value: float, num_bins: int, sigma: float | None = None):
+def hl_gauss_transform(
+    min_value: float, max_value: float, num_bins: int, sigma: float | None = None
+):
     """Build ``(to_probs, to_scalar)`` for the HL-Gauss histogram on [min_value, max_value].
 
-    Formula (edges e_0 < ... < e_m evenly spaced, centres c_i = (e_i + e_{i+1}) / 2):
+    Formula:
+        (edges e_0 < ... < e_m evenly spaced, centres c_i = (e_i + e_{i+1}) / 2)
         to_probs(y)_i  = [Phi((e_{i+1} - y) / sigma) - Phi((e_i - y) / sigma)]
                          / [Phi((e_m - y) / sigma) - Phi((e_0 - y) / sigma)]
         to_scalar(z)   = sum_i softmax(z)_i c_i
@@ -82,7 +85,9 @@ def hl_gauss(min_value: float, max_value: float, num_bins: int, sigma_ratio: flo
         if mask is not None:
             check_mask(mask, "mask", jnp.shape(targets))
         target_probs = to_probs(targets)
-        cross_entropy = -jnp.sum(target_probs * log_softmax(logits), axis=-1)
+        # Bins with zero target mass contribute nothing, even where a logit is -inf.
+        terms = jnp.where(target_probs > 0, target_probs * log_softmax(logits), 0.0)
+        cross_entropy = -jnp.sum(terms, axis=-1)
         value = to_scalar(logits)
         metrics = {
             "value": masked_mean(value, mask),

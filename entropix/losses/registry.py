@@ -60,3 +60,43 @@ def get(name: str) -> MethodInfo:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown method {name!r}{hint}")
     return REGISTRY[name]
+
+
+def _section(doc: str, title: str, joiner: str = " ") -> str:
+    """The text of ``title:`` in a docstring up to the next blank line, lines joined."""
+    lines = doc.splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith(f"{title}:"):
+            body = [stripped[len(title) + 1 :].strip()]
+            for nxt in lines[i + 1 :]:
+                if not nxt.strip():
+                    break
+                body.append(nxt.strip())
+            return joiner.join(part for part in body if part)
+    return ""
+
+
+def methods_table() -> str:
+    """Markdown table of every registered method: key, kind, paper, function, formula, defaults.
+
+    Import ``entropix.losses`` first so every module has registered its methods.
+    """
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = [
+        "| method | kind | paper | function | formula | defaults |",
+        "|---|---|---|---|---|---|",
+    ]
+    for info in sorted(REGISTRY.values(), key=lambda i: (KINDS.index(i.kind), i.name)):
+        factory = info.factory
+        function = f"`{factory.__module__}.{factory.__qualname__}`"
+        formula = _section(info.doc, "Formula", joiner="; ")
+        defaults = _section(info.doc, "Defaults")
+        rows.append(
+            f"| `{info.name}` | {info.kind} | {cell(info.paper)} | {function} | "
+            f"`{cell(formula)}` | {cell(defaults)} |"
+        )
+    return "\n".join(rows) + "\n"

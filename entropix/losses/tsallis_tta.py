@@ -27,7 +27,8 @@ def _expm1_over_x(x):
 def classwise_tsallis_entropy(logits, q):
     """Tsallis entropy with one index per class: sum_l (p_l^{q_l} - p_l) / (1 - q_l).
 
-    Formula (p = softmax(z), exact and cancellation-free for every q_l, = Shannon at q_l = 1):
+    Formula:
+        (p = softmax(z); exact and cancellation-free for every q_l, Shannon at q_l = 1)
         S(p) = sum_l -p_l log p_l * expm1(x_l) / x_l,   x_l = (q_l - 1) log p_l
     With all q_l = q it equals the Tsallis entropy (1 - sum p^q) / (q - 1). ``q`` is [C].
     """

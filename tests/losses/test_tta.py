@@ -20,9 +20,8 @@ from entropix.losses.tsallis_tta import (
 )
 from entropix.losses.tta import sar, sar_reset_check, tent
 
-RNG = np.random.default_rng(0)  # only for the module constant LOGITS
 C = 6
-LOGITS = (RNG.normal(size=(16, C)) * 2.5).astype(np.float32)
+LOGITS = (np.random.default_rng(0).normal(size=(16, C)) * 2.5).astype(np.float32)
 
 
 # ---- numpy references ---------------------------------------------------------------------
@@ -277,7 +276,9 @@ def test_patch_shuffle_permutes_tiles():
     assert out.shape == images.shape
 
     def tiles(x):
-        return np.asarray(x).reshape(3, 4, 2, 4, 3, 2).transpose(0, 1, 3, 2, 4, 5).reshape(3, 16, -1)
+        return (
+            np.asarray(x).reshape(3, 4, 2, 4, 3, 2).transpose(0, 1, 3, 2, 4, 5).reshape(3, 16, -1)
+        )
 
     t_in, t_out = tiles(images), tiles(out)
     for b in range(3):
@@ -376,3 +377,21 @@ def test_tta_methods_are_registered():
     for key in ("tent", "sar", "eata", "deyo", "tsallis_tta", "adte"):
         assert REGISTRY[key].kind == "tta"
         assert "Formula:" in REGISTRY[key].doc and "Paper:" in REGISTRY[key].doc
+
+
+def test_tta_losses_are_jittable():
+    m = np.zeros(C, np.float32)
+    bias = np.full(C, 1.0 / C, np.float32)
+    cases = [
+        (tent(), (LOGITS,)),
+        (sar(), (LOGITS,)),
+        (eata(), (LOGITS, m)),
+        (deyo(), (LOGITS, LOGITS[::-1])),
+        (tsallis_tta(), (LOGITS,)),
+        (adte(), (LOGITS, bias)),
+    ]
+    for fn, args in cases:
+        np.testing.assert_allclose(jax.jit(fn)(*args)[0], fn(*args)[0], rtol=1e-6)
+    images = jnp.ones((2, 8, 8, 1))
+    shuffled = jax.jit(patch_shuffle, static_argnames="patches")(jax.random.key(0), images, 4)
+    np.testing.assert_array_equal(shuffled, images)

@@ -1,0 +1,5 @@
+"""Benchmarks: speed, memory and scaling of entropix, each figure a ratio measured in one process.
+
+``timing`` (compile, then median/min/max of timed runs), ``memory`` (XLA temporary memory of a
+compiled program), ``report`` (``results.json`` + ``results.md``) and one module per suite.
+"""

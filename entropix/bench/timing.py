@@ -1,0 +1,55 @@
+"""Wall-clock timing of compiled JAX programs: compile first, then time >= 5 runs.
+
+Every figure is the wall time of one call of an already compiled executable, waited on with
+``jax.block_until_ready`` (JAX dispatches asynchronously, so without it only the dispatch
+would be timed). One untimed warm-up call precedes the timed runs. Programs compared with each
+other are timed interleaved (A, B, A, B, ...) so that load from other processes on a shared
+machine hits both alike; a figure is reported as the median with the min and max.
+"""
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import jax
+
+MIN_REPEATS = 5
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of one program: median, min and max over ``runs`` timed calls."""
+
+    median: float
+    min: float
+    max: float
+    runs: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"median_s": self.median, "min_s": self.min, "max_s": self.max, "runs": self.runs}
+
+
+def compile_jit(fn: Callable, *args):
+    """``jax.jit(fn)`` lowered and compiled for ``args``: the executable, compile time excluded."""
+    return jax.jit(fn).lower(*args).compile()
+
+
+def _summary(samples: Sequence[float]) -> Timing:
+    return Timing(statistics.median(samples), min(samples), max(samples), len(samples))
+
+
+def time_calls(calls: Sequence[Callable[[], object]], repeats: int = MIN_REPEATS) -> list[Timing]:
+    """Time zero-argument calls side by side: one warm-up each, then ``repeats`` interleaved
+    rounds; each call's result is waited on with ``block_until_ready`` before the clock stops."""
+    if repeats < MIN_REPEATS:
+        raise ValueError(f"repeats must be >= {MIN_REPEATS} (got {repeats})")
+    for call in calls:
+        jax.block_until_ready(call())
+    samples: list[list[float]] = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, bucket in zip(calls, samples, strict=True):
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            bucket.append(time.perf_counter() - start)
+    return [_summary(bucket) for bucket in samples]

@@ -1,0 +1,134 @@
+"""Compose loss terms into one pure ``batch -> (loss, metrics)`` function.
+
+Term protocol (every loss factory in ``entropix.losses`` returns a :class:`Term`):
+
+* ``Term(name, fn, coef=1.0, per_token=True, selector=None, detach=None, aggregate=None)``.
+* ``fn(batch, mask) -> (values, metrics)``. ``mask`` is the float32 [B, T] set of tokens the
+  term acts on: ``batch.mask`` intersected with the term's ``selector``. With
+  ``per_token=True`` ``values`` is [B, T] (the per-token loss; :func:`compose` reduces it under
+  ``mask`` with the aggregation mode); with ``per_token=False`` ``values`` is already a scalar.
+  ``metrics`` is a dict of scalars (compute them under ``mask``); they come back prefixed
+  ``"<name>/<key>"``. Losses are minimised: a bonus is a negative value.
+* ``selector`` (a :class:`~entropix.losses.selectors.Selector`) restricts the tokens the term
+  is aggregated over: the mean is taken over the selected tokens only. A term that acts on a
+  subset but keeps the full normaliser (KL-Cov, Lp-Reg) instead returns 0 outside its subset.
+* ``detach`` (a Selector) keeps the selected tokens' values in the loss but stops their
+  gradient (``stop_gradient`` per token); the normaliser is unchanged. Clip-Cov uses this.
+* ``aggregate`` overrides the mode given to :func:`compose` for this term (per-token terms).
+* Per-step inputs that are not model outputs come in the batch, never as factory arguments:
+  randomness in ``batch.key``, controller state in ``batch.controls`` (so one compiled step
+  serves every value).
+* Builders return new terms: ``term.where(sel)``, ``term.detach_where(sel)``,
+  ``term.with_coef(c)``, ``term.named(n)``; selectors compose with ``&``, ``|``, ``~``.
+
+``compose(*terms, aggregate="token-mean", norm=None)`` returns ``loss_fn(batch)`` with
+``loss = sum_i coef_i * L_i`` and metrics ``{"loss": loss, "<name>/loss": L_i, "<name>/...": ...}``
+(``L_i`` before the coefficient). Term names must be unique; rename with ``.named``. The
+function validates the batch once at trace time and is pure, so it jits and differentiates.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from entropix.entropy import AGGREGATION_MODES
+from entropix.entropy import aggregate as aggregate_tokens
+from entropix.losses.batch import PolicyBatch, validate_batch
+from entropix.losses.selectors import Selector
+from entropix.validation import check_choice
+
+TermFn = Callable[[PolicyBatch, jax.Array], tuple[jax.Array, dict]]
+
+
+@dataclass(frozen=True)
+class Term:
+    """One weighted loss term (see the module docstring for the protocol)."""
+
+    name: str
+    fn: TermFn
+    coef: float = 1.0
+    per_token: bool = True
+    selector: Selector | None = None
+    detach: Selector | None = None
+    aggregate: str | None = None
+
+    def __post_init__(self):
+        if self.aggregate is not None:
+            check_choice(self.aggregate, f"{self.name}: aggregate", AGGREGATION_MODES)
+
+    def where(self, selector: Selector) -> "Term":
+        """This term restricted to ``selector`` (intersected with any existing selector)."""
+        new = selector if self.selector is None else self.selector & selector
+        return dataclasses.replace(self, selector=new)
+
+    def detach_where(self, selector: Selector) -> "Term":
+        """This term with the gradient of the ``selector`` tokens stopped."""
+        new = selector if self.detach is None else self.detach | selector
+        return dataclasses.replace(self, detach=new)
+
+    def with_coef(self, coef: float) -> "Term":
+        return dataclasses.replace(self, coef=coef)
+
+    def named(self, name: str) -> "Term":
+        return dataclasses.replace(self, name=name)
+
+    def evaluate(
+        self, batch: PolicyBatch, aggregate: str = "token-mean", norm: float | None = None
+    ) -> tuple[jax.Array, dict]:
+        """The term's unweighted scalar value and its (unprefixed) metrics on ``batch``."""
+        mask = batch.mask > 0
+        if self.selector is not None:
+            mask = mask & self.selector(batch)
+        mask = mask.astype(jnp.float32)
+        values, metrics = self.fn(batch, mask)
+        if self.detach is not None:
+            if not self.per_token:
+                raise ValueError(f"term {self.name!r}: detach_where needs a per-token term")
+            values = jnp.where(self.detach(batch), jax.lax.stop_gradient(values), values)
+        if self.per_token:
+            value = aggregate_tokens(values, mask, self.aggregate or aggregate, norm)
+        else:
+            if jnp.ndim(values) != 0:
+                raise ValueError(
+                    f"term {self.name!r} has per_token=False but returned shape {values.shape}"
+                )
+            value = jnp.asarray(values, jnp.float32)
+        return value, metrics
+
+
+def compose(
+    *terms: Term, aggregate: str = "token-mean", norm: float | None = None
+) -> Callable[[PolicyBatch], tuple[jax.Array, dict]]:
+    """``batch -> (sum_i coef_i * L_i, metrics)`` over ``terms`` (protocol in module docstring).
+
+    ``aggregate`` is the default mode for per-token terms (one of ``AGGREGATION_MODES``);
+    ``norm`` is the constant of ``seq-mean-token-sum-norm`` (default T).
+    """
+    check_choice(aggregate, "aggregate", AGGREGATION_MODES)
+    if not terms:
+        raise ValueError("compose needs at least one term")
+    for term in terms:
+        if not isinstance(term, Term):
+            raise TypeError(f"compose takes Term objects; got {type(term).__name__}")
+    names = [t.name for t in terms]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate term names {dupes}; rename one with term.named('...')")
+
+    def loss_fn(batch: PolicyBatch) -> tuple[jax.Array, dict]:
+        validate_batch(batch)
+        total = jnp.zeros((), jnp.float32)
+        metrics = {}
+        for term in terms:
+            value, term_metrics = term.evaluate(batch, aggregate, norm)
+            total = total + term.coef * value
+            metrics[f"{term.name}/loss"] = value
+            for key, metric in term_metrics.items():
+                metrics[f"{term.name}/{key}"] = metric
+        metrics["loss"] = total
+        return total, metrics
+
+    return loss_fn

@@ -1,0 +1,72 @@
+"""Lp-Reg: protect low-probability "reasoning sparks" with a KL pull toward a denoised proxy
+("Low-probability Tokens Sustain Exploration in Reinforcement Learning with Verifiable
+Reward", Huang et al., 2025).
+"""
+
+import jax
+import jax.numpy as jnp
+
+from entropix.entropy import log_softmax, masked_mean
+from entropix.losses.batch import PolicyBatch
+from entropix.losses.compose import Term
+from entropix.losses.registry import register
+from entropix.losses.selectors import fraction_count, top_k_mask, valid_count
+from entropix.validation import check_positive
+
+
+def proxy_kl(logits, min_p: float = 0.02):
+    """KL(sg(pi_proxy) || pi) per position, with pi_proxy = pi renormalised over
+    {v : pi(v) > min_p * max_u pi(u)} (the "noise" tail removed). Returns (kl, threshold)."""
+    logp = log_softmax(logits)
+    p = jax.lax.stop_gradient(jnp.exp(logp))
+    threshold = min_p * jnp.max(p, axis=-1)
+    keep = p > threshold[..., None]
+    kept_logp = jnp.where(keep, jax.lax.stop_gradient(logp), -jnp.inf)
+    q_logp = jnp.where(keep, kept_logp - jax.nn.logsumexp(kept_logp, axis=-1, keepdims=True), 0.0)
+    q = jnp.where(keep, jnp.exp(q_logp), 0.0)
+    kl = jnp.sum(q * (q_logp - jnp.where(keep, logp, 0.0)), axis=-1)
+    return kl, threshold
+
+
+@register(
+    "lp_reg",
+    paper="Low-probability Tokens Sustain Exploration in Reinforcement Learning with "
+    "Verifiable Reward",
+    kind="intervention",
+)
+def lp_reg(coef: float = 1.0, rho: float = 0.01, min_p: float = 0.02) -> Term:
+    """Lp-Reg: forward KL toward a tail-filtered proxy on low-probability negative tokens.
+
+    Formula:
+        tau_t = min_p * max_v pi(v | y_<t)
+        pi_proxy(v) = pi(v) 1[pi(v) > tau_t] / sum_u pi(u) 1[pi(u) > tau_t]     (no gradient)
+        I = the max(1, floor(rho N_neg)) tokens with A_t < 0 and the lowest logp_t,
+            kept only where the sampled token survives the filter (pi(y_t) > tau_t)
+        loss_t = KL(pi_proxy || pi)_t for t in I, 0 otherwise              (weighted by coef)
+
+    Paper: Low-probability Tokens Sustain Exploration in Reinforcement Learning with
+    Verifiable Reward (Huang et al., 2025).
+
+    Defaults: coef beta = 1, rho = 1% of the negative-advantage tokens, min_p kappa = 0.02
+    (the proxy's relative threshold). Our choices: the KL is computed exactly over the
+    vocabulary from ``batch.logits`` (the authors' code uses a one-sample estimate at the
+    sampled token); the term is averaged over all valid tokens, zero outside I, like KL-Cov.
+    Needs ``batch.logits``; ``batch.logp`` must be the log-prob of the sampled token.
+    """
+    check_positive(coef, "coef")
+    check_positive(rho, "rho")
+    check_positive(min_p, "min_p")
+    if rho > 1 or min_p >= 1:
+        raise ValueError(f"rho must be <= 1 and min_p < 1; got rho={rho}, min_p={min_p}")
+
+    def fn(batch: PolicyBatch, mask):
+        logits = batch.require("logits", "lp_reg")
+        kl, threshold = proxy_kl(logits, min_p)
+        logp = jax.lax.stop_gradient(jnp.asarray(batch.logp, jnp.float32))
+        negative = (mask > 0) & (batch.advantages < 0)
+        lowest = top_k_mask(-logp, negative, fraction_count(rho, valid_count(negative)))
+        selected = lowest & (jnp.exp(logp) > threshold)
+        values = jnp.where(selected, kl, 0.0)
+        return values, {"selected_fraction": masked_mean(selected.astype(jnp.float32), mask)}
+
+    return Term("lp_reg", fn, coef=coef)

@@ -1,0 +1,146 @@
+"""Small image classifiers for test-time adaptation, and selection of their "norm affine" params.
+
+* ``MLPClassifier``: flatten -> [Linear -> Norm -> ReLU] x len(hidden) -> Linear.
+* ``CNNClassifier``: [Conv3x3 -> Norm -> ReLU -> MaxPool2] x len(channels) -> global average
+  pool -> Linear. Inputs are NHWC.
+``norm`` is "batch" (BatchNorm; in train mode it normalises with the test batch's statistics, as
+Tent does) or "group" (GroupNorm, batch-independent; what SAR recommends for small or mixed
+batches). ``use_sigma_reparam`` makes every dense layer a ``SigmaReparamLinear``.
+
+Tent ("Tent: Fully Test-Time Adaptation by Entropy Minimization", Wang et al. 2021), EATA and SAR
+adapt only the affine scale/shift of the normalisation layers. ``norm_affine_filter(model)`` is an
+``nnx`` filter selecting exactly those parameters (use it as ``nnx.state(model, filter)`` or
+``nnx.Optimizer(model, tx, wrt=filter)``) and ``norm_affine_mask(model)`` is the same selection
+as a bool pytree over ``nnx.state(model, nnx.Param)`` for ``optax.masked``. Both also work on the
+decoder (its RMSNorm weights).
+"""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from entropix.models.layers import RMSNorm, linear
+from entropix.validation import check_choice, check_min_rank, check_rank
+
+NORMS = ("batch", "group")
+_NORM_TYPES = (nnx.BatchNorm, nnx.GroupNorm, nnx.LayerNorm, nnx.RMSNorm, RMSNorm)
+
+
+def _norm(kind: str, features: int, num_groups: int, rngs: nnx.Rngs):
+    if kind == "batch":
+        return nnx.BatchNorm(features, momentum=0.9, rngs=rngs)
+    if features % num_groups:
+        raise ValueError(f"GroupNorm: {features} features are not divisible by {num_groups} groups")
+    return nnx.GroupNorm(features, num_groups=num_groups, rngs=rngs)
+
+
+class MLPClassifier(nnx.Module):
+    """Multi-layer perceptron classifier with BatchNorm or GroupNorm after each hidden layer."""
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        hidden: Sequence[int] = (256, 256),
+        *,
+        norm: str = "batch",
+        num_groups: int = 8,
+        use_sigma_reparam: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        check_choice(norm, "norm", NORMS)
+        sizes = (in_features, *hidden)
+        dense = dict(sigma_reparam=use_sigma_reparam, dtype=None, param_dtype=jnp.float32)
+        init = nnx.initializers.lecun_normal()
+        self.layers = nnx.List(
+            [
+                linear(a, b, use_bias=True, kernel_init=init, rngs=rngs, **dense)
+                for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            ]
+        )
+        self.norms = nnx.List([_norm(norm, h, num_groups, rngs) for h in hidden])
+        self.head = linear(
+            sizes[-1], num_classes, use_bias=True, kernel_init=init, rngs=rngs, **dense
+        )
+
+    def features(self, x):
+        """Penultimate features [B, hidden[-1]]."""
+        check_min_rank(x, "x", 2, "[batch, ...features]")
+        x = x.reshape(x.shape[0], -1)
+        for layer, norm in zip(self.layers, self.norms, strict=True):
+            x = jax.nn.relu(norm(layer(x)))
+        return x
+
+    def __call__(self, x):
+        return self.head(self.features(x))
+
+
+class CNNClassifier(nnx.Module):
+    """Small convolutional classifier (NHWC input) with BatchNorm or GroupNorm after each conv."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        channels: Sequence[int] = (32, 64),
+        *,
+        norm: str = "batch",
+        num_groups: int = 8,
+        use_sigma_reparam: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        check_choice(norm, "norm", NORMS)
+        sizes = (in_channels, *channels)
+        self.convs = nnx.List(
+            [
+                nnx.Conv(a, b, kernel_size=(3, 3), padding="SAME", rngs=rngs)
+                for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            ]
+        )
+        self.norms = nnx.List([_norm(norm, c, num_groups, rngs) for c in channels])
+        self.head = linear(
+            sizes[-1],
+            num_classes,
+            sigma_reparam=use_sigma_reparam,
+            dtype=None,
+            param_dtype=jnp.float32,
+            use_bias=True,
+            kernel_init=nnx.initializers.lecun_normal(),
+            rngs=rngs,
+        )
+
+    def features(self, x):
+        """Globally pooled features [B, channels[-1]] of NHWC images."""
+        check_rank(x, "x (NHWC images)", 4)
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = jax.nn.relu(norm(conv(x)))
+            x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="SAME")
+        return jnp.mean(x, axis=(1, 2))
+
+    def __call__(self, x):
+        return self.head(self.features(x))
+
+
+def norm_affine_paths(model) -> frozenset[tuple]:
+    """Paths of the Params (scale/bias/weight) owned by normalisation modules of ``model``."""
+    paths = set()
+    for path, node in nnx.iter_graph(model):
+        if isinstance(node, _NORM_TYPES):
+            for sub, _ in nnx.to_flat_state(nnx.state(node, nnx.Param)):
+                paths.add((*path, *sub))
+    return frozenset(paths)
+
+
+def norm_affine_filter(model):
+    """An ``nnx`` filter selecting exactly the normalisation layers' affine Params."""
+    paths = norm_affine_paths(model)
+    return nnx.All(nnx.Param, lambda path, _: tuple(path) in paths)
+
+
+def norm_affine_mask(model):
+    """Bool pytree over ``nnx.state(model, nnx.Param)``: True for norm affine params."""
+    paths = norm_affine_paths(model)
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    return nnx.from_flat_state([(path, path in paths) for path, _ in flat])

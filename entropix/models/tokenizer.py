@@ -1,0 +1,180 @@
+"""Tokenizers for loaded checkpoints: byte-level BPE from GGUF metadata, or a tokenizer.json.
+
+From GGUF (``tokenizer.ggml.model == "gpt2"``, byte-level BPE): the vocabulary is
+``tokenizer.ggml.tokens`` (id = index), merges are ``tokenizer.ggml.merges`` ("a b" strings, in
+priority order), tokens of type CONTROL (3) become special added tokens and USER_DEFINED (4)
+plain added tokens. The pre-tokenizer follows ``tokenizer.ggml.pre``: "gpt2"/"default" = the
+GPT-2 split regex + byte-level mapping; "smollm" = every digit split off first, then the same.
+BOS is prepended when ``tokenizer.ggml.add_bos_token`` is true. The chat template
+(``tokenizer.chat_template``) is rendered with a sandboxed jinja2 environment.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from entropix.models.loaders import CheckpointError, open_gguf
+
+_CONTROL, _USER_DEFINED = 3, 4
+_PRE_TOKENIZERS = ("default", "gpt2", "smollm")
+
+
+@dataclasses.dataclass
+class Tokenizer:
+    """A ``tokenizers.Tokenizer`` with the checkpoint's special ids and chat template."""
+
+    backend: object
+    bos_id: int | None = None
+    eos_id: int | None = None
+    pad_id: int | None = None
+    chat_template: str | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of ``text`` (BOS added if the checkpoint asks for it)."""
+        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def encode_batch(self, texts, add_special_tokens: bool = True):
+        """Left-padded int32 ids [B, T] and bool mask [B, T] for ``generate``."""
+        rows = [self.encode(t, add_special_tokens) for t in texts]
+        width = max(1, max(len(r) for r in rows))
+        pad = 0 if self.pad_id is None else self.pad_id
+        ids = np.full((len(rows), width), pad, np.int32)
+        mask = np.zeros((len(rows), width), bool)
+        for i, row in enumerate(rows):
+            if row:
+                ids[i, width - len(row) :] = row
+                mask[i, width - len(row) :] = True
+        return ids, mask
+
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True) -> str:
+        """Render ``messages`` ([{"role", "content"}]) with the checkpoint's chat template."""
+        if not self.chat_template:
+            raise ValueError("this tokenizer has no chat template")
+        from jinja2.exceptions import TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise TemplateError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        token = lambda i: None if i is None else self.backend.id_to_token(i)
+        return env.from_string(self.chat_template).render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=token(self.bos_id) or "",
+            eos_token=token(self.eos_id) or "",
+        )
+
+
+def _byte_level_bpe(tokens, merges, pre: str, source: str):
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, pre_tokenizers
+
+    if pre not in _PRE_TOKENIZERS:
+        raise CheckpointError(
+            f"{source}: pre-tokenizer {pre!r} is not supported (supported: {_PRE_TOKENIZERS})"
+        )
+    vocab = {token: i for i, token in enumerate(tokens)}
+    pairs = [tuple(m.split(" ", 1)) for m in merges]
+    backend = Backend(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if pre == "smollm":
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), byte_level]
+        )
+    else:
+        backend.pre_tokenizer = byte_level
+    backend.decoder = decoders.ByteLevel()
+    return backend
+
+
+def tokenizer_from_gguf(path_or_reader) -> Tokenizer:
+    """The tokenizer stored in a GGUF file's metadata (byte-level BPE only)."""
+    from tokenizers import AddedToken, processors
+
+    if isinstance(path_or_reader, str | Path):
+        source, reader = str(path_or_reader), open_gguf(path_or_reader)
+    else:
+        source, reader = "<gguf>", path_or_reader
+    fields = reader.fields
+
+    def field(name, default=None):
+        return fields[name].contents() if name in fields else default
+
+    kind = field("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise CheckpointError(
+            f"{source}: tokenizer model {kind!r} is not supported (only byte-level BPE 'gpt2')"
+        )
+    tokens = field("tokenizer.ggml.tokens")
+    backend = _byte_level_bpe(
+        tokens, field("tokenizer.ggml.merges", []), field("tokenizer.ggml.pre", "default"), source
+    )
+    types = field("tokenizer.ggml.token_type", [])
+    backend.add_tokens(
+        [
+            AddedToken(tokens[i], special=t == _CONTROL, normalized=False)
+            for i, t in enumerate(types)
+            if t in (_CONTROL, _USER_DEFINED)
+        ]
+    )
+    bos = field("tokenizer.ggml.bos_token_id")
+    if field("tokenizer.ggml.add_bos_token", False) and bos is not None:
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{tokens[bos]} $A",
+            pair=f"{tokens[bos]} $A $B",
+            special_tokens=[(tokens[bos], bos)],
+        )
+    return Tokenizer(
+        backend,
+        bos_id=bos,
+        eos_id=field("tokenizer.ggml.eos_token_id"),
+        pad_id=field("tokenizer.ggml.padding_token_id"),
+        chat_template=field("tokenizer.chat_template"),
+    )
+
+
+def tokenizer_from_hf(directory) -> Tokenizer:
+    """``tokenizer.json`` (+ ``tokenizer_config.json`` for special tokens and chat template)."""
+    from tokenizers import Tokenizer as Backend
+
+    directory = Path(directory)
+    path = directory / "tokenizer.json"
+    if not path.exists():
+        raise CheckpointError(f"{path}: tokenizer.json not found")
+    backend = Backend.from_file(str(path))
+    config_path = directory / "tokenizer_config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+
+    def special(name):
+        token = config.get(name)
+        token = token.get("content") if isinstance(token, dict) else token
+        return None if token is None else backend.token_to_id(token)
+
+    return Tokenizer(
+        backend,
+        bos_id=special("bos_token"),
+        eos_id=special("eos_token"),
+        pad_id=special("pad_token"),
+        chat_template=config.get("chat_template"),
+    )
+
+
+def load_tokenizer(path) -> Tokenizer:
+    """``tokenizer_from_gguf`` for a ``.gguf`` file, ``tokenizer_from_hf`` for a directory."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        return tokenizer_from_gguf(path)
+    if path.is_dir():
+        return tokenizer_from_hf(path)
+    raise CheckpointError(f"{path}: expected a .gguf file or a directory with tokenizer.json")

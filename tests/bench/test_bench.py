@@ -1,0 +1,81 @@
+"""`entropix bench --suite all --quick` end to end so the harness cannot rot; no timing asserts."""
+
+import json
+import math
+
+import pytest
+
+from entropix.bench import report
+from entropix.bench.suites import SUITES
+from entropix.bench.timing import time_calls
+from entropix.cli import main
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    assert main(["bench", "--suite", "all", "--quick", "--out", str(out)]) == 0
+    assert (out / "results.md").is_file()
+    return json.loads((out / "results.json").read_text()), (out / "results.md").read_text()
+
+
+def test_results_have_environment_and_every_suite(results):
+    data, md = results
+    env = data["environment"]
+    assert env["device_kind"] and env["jax_version"] and env["platform"]
+    assert data["quick"] is True
+    assert list(data["suites"]) == list(SUITES)
+    for suite in SUITES:
+        assert f"## {suite}" in md
+        assert data["suites"][suite], f"suite {suite} has no rows"
+
+
+def test_rows_are_measured_or_say_why_not(results):
+    data, _ = results
+    for suite, rows in data["suites"].items():
+        for r in rows:
+            if r["status"] == "not available":
+                assert r["reason"], (suite, r["case"])
+                continue
+            assert r["status"] == "ok"
+            assert r["ratios"], (suite, r["case"])
+            for name, ratio in r["ratios"].items():
+                assert math.isfinite(ratio) and ratio > 0, (suite, r["case"], name, ratio)
+            assert all(isinstance(met, bool) for met in r["targets"].values())
+
+
+def test_core_suites_measure_their_figures(results):
+    data, _ = results
+    entropy = data["suites"]["entropy"]
+    modes = {r["case"].split(" ", 1)[1] for r in entropy}
+    assert modes == {"forward", "forward+backward"}
+    for r in entropy:
+        assert set(r["ratios"]) == {"time_fused/naive", "temp_mem_naive/fused"}
+        for path in ("fused", "naive"):
+            timing = r["values"][path]
+            assert timing["runs"] >= 5 and timing["min_s"] <= timing["median_s"] <= timing["max_s"]
+    scaling = data["suites"]["scaling"]
+    assert [set(r["ratios"]) for r in scaling] == [{"speedup_loop/vmap"}] * len(scaling) != []
+    for r in data["suites"]["loss"]:
+        assert r["status"] != "ok" or set(r["ratios"]) == {"time/ppo_clip"}
+    for r in data["suites"]["rollout"]:
+        assert r["status"] != "ok" or set(r["ratios"]) == {"speedup_cache/no_cache"}
+
+
+def test_time_calls_rejects_fewer_than_five_runs():
+    with pytest.raises(ValueError, match=">= 5"):
+        time_calls([lambda: 0], repeats=4)
+
+
+def test_markdown_reports_unavailable_reason_and_target_verdicts():
+    suites = {
+        "demo": [
+            report.row("a", {"x/y": 2.0}, {}, {"x <= 3y": True, "x >= 5y": False}),
+            report.unavailable("b", "layer | missing"),
+        ]
+    }
+    md = report.markdown(
+        {"environment": report.environment(), "created": "now", "quick": True, "suites": suites}
+    )
+    assert "x <= 3y: met" in md and "x >= 5y: not met" in md
+    assert "not available: layer / missing" in md

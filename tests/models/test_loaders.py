@@ -1,0 +1,170 @@
+"""Checkpoint loaders vs Hugging Face transformers (torch CPU) on the same weights, and errors.
+
+A tiny random HF Llama is saved as a safetensors directory and, converted the way llama.cpp
+does it (Q/K rows permuted for its RoPE layout), as a GGUF file; entropix and HF load both.
+"""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from entropix.models import CheckpointError, load_gguf, load_hf, load_pretrained
+
+torch = pytest.importorskip("torch", reason="torch is needed for the HF peer comparison")
+transformers = pytest.importorskip("transformers", reason="HF transformers is the peer")
+gguf = pytest.importorskip("gguf")
+
+HF_CONFIG = dict(
+    vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    rope_theta=5000.0, rms_norm_eps=1e-6,
+)  # fmt: skip
+TOKENS = np.array([[3, 17, 5, 90, 41, 8, 8, 60], [1, 2, 3, 4, 5, 6, 7, 9]])
+
+
+def _hf_model(tie: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(**HF_CONFIG, tie_word_embeddings=tie)
+    model = transformers.LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # larger than the 0.02 init so that differences would show
+        for p in model.parameters():
+            p.mul_(10.0) if p.ndim == 2 else p.uniform_(0.5, 1.5)
+    return model
+
+
+def _hf_logits(model):
+    with torch.no_grad():
+        return model(torch.tensor(TOKENS)).logits.numpy()
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
+def hf_dir(request, tmp_path_factory):
+    model = _hf_model(tie=request.param)
+    path = tmp_path_factory.mktemp("hf")
+    model.save_pretrained(path, safe_serialization=True)
+    return path, model
+
+
+def test_safetensors_directory_matches_hf(hf_dir):
+    path, hf = hf_dir
+    model = load_hf(path)
+    assert model.config.tie_embeddings == hf.config.tie_word_embeddings
+    assert model.config.rope_theta == 5000.0 and model.config.num_kv_heads == 2
+    np.testing.assert_allclose(model(jnp.asarray(TOKENS)).logits, _hf_logits(hf), atol=1e-4)
+
+
+def test_sigma_reparam_load_keeps_the_function(hf_dir):
+    path, hf = hf_dir
+    model = load_pretrained(path, use_sigma_reparam=True)
+    model.eval()
+    np.testing.assert_allclose(model(jnp.asarray(TOKENS)).logits, _hf_logits(hf), atol=2e-4)
+
+
+def _llama_cpp_permute(weight, heads):
+    """What llama.cpp's converter does to Q/K rows (written independently of the loader)."""
+    rows = weight.shape[0]
+    out = np.empty_like(weight)
+    d = rows // heads
+    for h in range(heads):
+        block = weight[h * d : (h + 1) * d]
+        out[h * d : (h + 1) * d : 2] = block[: d // 2]
+        out[h * d + 1 : (h + 1) * d : 2] = block[d // 2 :]
+    return out
+
+
+def _encode(weight, qtype):
+    if qtype == gguf.GGMLQuantizationType.Q8_1:  # no quantiser in gguf-py; bytes are never read
+        return np.zeros(gguf.quants.quant_shape_to_byte_shape(weight.shape, qtype), np.uint8)
+    return gguf.quants.quantize(weight, qtype)
+
+
+def _write_gguf(path, hf, arch="llama", qtype=None):
+    c = hf.config
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_rope_freq_base(HF_CONFIG["rope_theta"])
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_vocab_size(c.vocab_size)
+    sd = {k: v.numpy().astype(np.float32) for k, v in hf.state_dict().items()}
+    names = {
+        "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }  # fmt: skip
+    writer.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
+    for i in range(c.num_hidden_layers):
+        for hf_name, g_name in names.items():
+            w = sd[f"model.layers.{i}.{hf_name}.weight"]
+            if g_name == "attn_q":
+                w = _llama_cpp_permute(w, c.num_attention_heads)
+            elif g_name == "attn_k":
+                w = _llama_cpp_permute(w, c.num_key_value_heads)
+            if qtype is not None and w.ndim == 2:
+                raw = _encode(w, qtype)
+                writer.add_tensor(f"blk.{i}.{g_name}.weight", raw, raw_dtype=qtype)
+            else:
+                writer.add_tensor(f"blk.{i}.{g_name}.weight", w)
+    writer.add_tensor("output_norm.weight", sd["model.norm.weight"])
+    if not c.tie_word_embeddings:
+        writer.add_tensor("output.weight", sd["lm_head.weight"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+def test_gguf_file_matches_hf_reading_the_same_file(tmp_path, tie):
+    hf = _hf_model(tie=tie, seed=1)
+    path = _write_gguf(tmp_path / "tiny.gguf", hf)
+    model = load_gguf(path)
+    assert model.config.tie_embeddings == tie
+    # exact round trip of the original (un-permuted) weights
+    np.testing.assert_allclose(model(jnp.asarray(TOKENS)).logits, _hf_logits(hf), atol=1e-4)
+    peer = transformers.LlamaForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf")
+    np.testing.assert_allclose(model(jnp.asarray(TOKENS)).logits, _hf_logits(peer), atol=1e-4)
+
+
+def test_quantised_gguf_is_dequantised(tmp_path):
+    hf = _hf_model(tie=False, seed=2)
+    path = _write_gguf(tmp_path / "q8.gguf", hf, qtype=gguf.GGMLQuantizationType.Q8_0)
+    model = load_gguf(path)
+    peer = transformers.LlamaForCausalLM.from_pretrained(tmp_path, gguf_file="q8.gguf")
+    np.testing.assert_allclose(model(jnp.asarray(TOKENS)).logits, _hf_logits(peer), atol=1e-4)
+
+
+def test_clear_errors_name_the_file_and_problem(tmp_path, hf_dir):
+    with pytest.raises(CheckpointError, match="missing.gguf: GGUF file not found"):
+        load_gguf(tmp_path / "missing.gguf")
+    with pytest.raises(CheckpointError, match="config.json not found"):
+        load_hf(tmp_path)
+    hf = _hf_model(tie=False, seed=3)
+    path = _write_gguf(tmp_path / "other.gguf", hf, arch="gpt2")
+    with pytest.raises(CheckpointError, match=r"other\.gguf: architecture 'gpt2' is not supported"):
+        load_gguf(path)
+    path = _write_gguf(tmp_path / "q.gguf", hf, qtype=gguf.GGMLQuantizationType.Q8_1)
+    with pytest.raises(
+        CheckpointError, match=r"q\.gguf: tensor 'blk\.0\..*' uses quantisation Q8_1"
+    ):
+        load_gguf(path)
+    src, _ = hf_dir
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    config = json.loads((src / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+    with pytest.raises(CheckpointError, match="model_type 'gpt2' is not a Llama"):
+        load_hf(bad)
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="no \\*.safetensors"):
+        load_hf(bad)
+    with pytest.raises(CheckpointError, match="expected a .gguf file"):
+        load_pretrained(tmp_path / "weights.bin")
