@@ -16,6 +16,10 @@ import sys
 # command name -> module under entropix.commands
 COMMANDS: dict[str, str] = {
     "measure": "measure",
+    "run": "run",
+    "plot": "plot",
+    "compare": "compare",
+    "list": "list_cmd",
     "bench": "bench",
 }
 

@@ -7,9 +7,9 @@ schema as a dataclass whose every field has a default. Loading goes
 
 and then every value is checked against the field's type. Override values are parsed as YAML
 scalars (``seed=3``, ``lr=1e-3``, ``use_bonus=true``, ``note=null``); list indices are allowed
-(``loss.terms.1.coef=0.003``). Any problem is a one-line :class:`ConfigError` (a ``ValueError``)
-or ``FileNotFoundError`` that names the file and the dotted key, and suggests the nearest valid
-key (``difflib``).
+(``loss.terms.1.coef=0.003``; the index one past the end appends an entry). Any problem is a
+one-line :class:`ConfigError` (a ``ValueError``) or ``FileNotFoundError`` that names the file
+and the dotted key, and suggests the nearest valid key (``difflib``).
 
 Loss terms are :class:`MethodSpec` entries written flat, ``{name: kl_cov, ratio: 0.002}``: the
 name must be in the method registry and each argument must be a parameter of the registered
@@ -63,9 +63,9 @@ class MethodSpec:
 
     def build(self):
         """Call the registered factory with the arguments: ``get(name).factory(**args)``."""
-        from entropix.losses.registry import get
+        from entropix import losses
 
-        return get(self.name).factory(**self.args)
+        return losses.get(self.name).factory(**self.args)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,14 +97,17 @@ def _check_method(value, key: str) -> MethodSpec:
         value = to_dict(value)
     if not isinstance(value, Mapping) or "name" not in value:
         raise ConfigError(f"{key} must be a mapping with a 'name' (a method key); got {value!r}")
-    from entropix.losses import registry
+    from entropix import losses
 
     name = value["name"]
-    if name not in registry.REGISTRY:
-        raise ConfigError(
-            f"{key}.name: unknown method {name!r}{_suggest(name, registry.REGISTRY)}"
-        )
-    params = inspect.signature(registry.REGISTRY[name].factory).parameters
+    if name not in losses.REGISTRY:
+        raise ConfigError(f"{key}.name: unknown method {name!r}{_suggest(name, losses.REGISTRY)}")
+    factory = losses.REGISTRY[name].factory
+    params = inspect.signature(factory).parameters
+    try:
+        hints = typing.get_type_hints(factory)
+    except (NameError, TypeError):
+        hints = {}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     args = {}
     for arg, arg_value in value.items():
@@ -112,10 +115,13 @@ def _check_method(value, key: str) -> MethodSpec:
             continue
         if arg not in params and not takes_any:
             raise ConfigError(
-                f"unknown key {_join(key, arg)!r} (not an argument of {name}){_suggest(arg, params)}"
+                f"unknown key {_join(key, arg)!r} (not an argument of {name})"
+                f"{_suggest(arg, params)}"
             )
-        default = params[arg].default if arg in params else inspect.Parameter.empty
-        if isinstance(default, bool | int | float | str) and default is not None:
+        default = params[arg].default if arg in params else None
+        if arg in hints:
+            arg_value = _convert(hints[arg], arg_value, _join(key, arg))
+        elif isinstance(default, bool | int | float | str):
             arg_value = _convert(type(default), arg_value, _join(key, arg))
         args[arg] = arg_value
     return MethodSpec(name=name, args=args)
@@ -170,9 +176,7 @@ def _convert(tp, value, key: str):
         return value
     if tp in (bool, str) and isinstance(value, tp):
         return value
-    raise ConfigError(
-        f"{key} must be {_type_name(tp)}; got {value!r} ({type(value).__name__})"
-    )
+    raise ConfigError(f"{key} must be {_type_name(tp)}; got {value!r} ({type(value).__name__})")
 
 
 def _to_dataclass(cls, value, key: str):
@@ -221,11 +225,13 @@ def apply_override(data: dict, override: str) -> dict:
         key = ".".join(parts[: depth + 1])
         last = depth == len(parts) - 1
         if isinstance(node, list):
-            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) <= len(node):
                 raise ConfigError(
                     f"{key}: index {part!r} is out of range for a list of length {len(node)}"
                 )
             index = int(part)
+            if index == len(node):  # one past the end appends a new entry
+                node.append({})
             if last:
                 node[index] = parse_scalar(text)
             else:
@@ -298,8 +304,8 @@ def load(
 
 def resolve_run_dir(config: ExperimentConfig, root: str | Path = "runs") -> Path:
     """The run directory: ``config.run_dir`` if set, else ``root/<name or experiment>``."""
-    return Path(config.run_dir) if config.run_dir else Path(root) / (
-        config.name or config.experiment
+    return (
+        Path(config.run_dir) if config.run_dir else Path(root) / (config.name or config.experiment)
     )
 
 

@@ -1,0 +1,208 @@
+"""Verifiable-reward tasks: digit addition, countdown and sorting.
+
+Each task has a seeded problem generator ``sample(rng, n)``, a prompt formatter (the problem's
+``prompt`` for character models, ``question(problem)`` in words for chat models), a canonical
+answer for supervised warm-up, and a reward:
+
+    reward = 1[response is correct] + format_coef * 1[response is well formed]
+
+as in rule-based RL for reasoning (e.g. DeepSeek-R1's accuracy + format rewards). "Correct" is
+exact match of the parsed answer for addition and sorting, and for countdown an expression that
+uses each given number at most once and evaluates to the target.
+"""
+
+import ast
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from entropix.validation import check_choice, check_positive
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One task instance: the prompt text, a canonical answer and the data to verify with."""
+
+    prompt: str
+    answer: str
+    numbers: tuple[int, ...]
+    target: int | None = None
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+_DIGIT_LIST = re.compile(r"[0-9]+(,[0-9]+)*")
+_EXPRESSION = re.compile(r"[0-9+\-*/() ]+")
+
+
+class Addition:
+    """``a+b=`` -> ``a+b`` for ``digits``-digit operands (prompt ``"12+34="``, answer ``"46"``)."""
+
+    name = "addition"
+
+    def __init__(self, digits: int = 2, format_coef: float = 0.0):
+        check_positive(digits, "digits")
+        self.digits, self.format_coef = digits, format_coef
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[Problem]:
+        a = rng.integers(0, 10**self.digits, size=n)
+        b = rng.integers(0, 10**self.digits, size=n)
+        return [
+            Problem(f"{x}+{y}=", str(x + y), (int(x), int(y))) for x, y in zip(a, b, strict=True)
+        ]
+
+    def question(self, problem: Problem) -> str:
+        """The problem in words, for chat models."""
+        a, b = problem.numbers
+        return f"What is {a}+{b}? Answer with the number only."
+
+    def well_formed(self, problem: Problem, response: str) -> bool:
+        return _INTEGER.fullmatch(response) is not None
+
+    def correct(self, problem: Problem, response: str) -> bool:
+        return response == problem.answer
+
+    def max_answer_len(self) -> int:
+        return self.digits + 1
+
+
+class Sorting:
+    """``5,3,8>`` -> ``3,5,8``: sort ``length`` digits ascending."""
+
+    name = "sorting"
+
+    def __init__(self, length: int = 4, format_coef: float = 0.0):
+        check_positive(length, "length")
+        self.length, self.format_coef = length, format_coef
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[Problem]:
+        problems = []
+        for row in rng.integers(0, 10, size=(n, self.length)):
+            values = tuple(int(v) for v in row)
+            text = ",".join(map(str, values))
+            problems.append(Problem(f"{text}>", ",".join(map(str, sorted(values))), values))
+        return problems
+
+    def question(self, problem: Problem) -> str:
+        """The problem in words, for chat models."""
+        return (
+            f"Sort the digits {problem.prompt[:-1]} in ascending order. "
+            "Answer with the comma-separated digits only."
+        )
+
+    def well_formed(self, problem: Problem, response: str) -> bool:
+        return _DIGIT_LIST.fullmatch(response) is not None
+
+    def correct(self, problem: Problem, response: str) -> bool:
+        return response == problem.answer
+
+    def max_answer_len(self) -> int:
+        return 2 * self.length - 1
+
+
+def _evaluate(node) -> float:
+    """Evaluate a parsed ``+ - * /`` integer expression (no names, calls or powers)."""
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body)
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in (ast.Add, ast.Sub, ast.Mult, ast.Div):
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Add):
+            return left + right
+        if isinstance(node.op, ast.Sub):
+            return left - right
+        if isinstance(node.op, ast.Mult):
+            return left * right
+        if right == 0:
+            raise ZeroDivisionError
+        return left / right
+    raise ValueError("not an arithmetic expression")
+
+
+class Countdown:
+    """``3,5,2=16:`` -> an expression over the numbers equal to the target, e.g. ``(3+5)*2``.
+
+    The generator draws ``count`` numbers in [1, max_number] and a random expression tree over
+    all of them with + - * (so the target is a positive integer with a known solution).
+    """
+
+    name = "countdown"
+
+    def __init__(self, count: int = 3, max_number: int = 9, format_coef: float = 0.0):
+        check_positive(count, "count")
+        check_positive(max_number, "max_number")
+        self.count, self.max_number, self.format_coef = count, max_number, format_coef
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[Problem]:
+        problems = []
+        while len(problems) < n:
+            numbers = [int(v) for v in rng.integers(1, self.max_number + 1, size=self.count)]
+            terms = [str(v) for v in numbers]
+            order = rng.permutation(len(terms)).tolist()
+            expr = terms[order[0]]
+            for i in order[1:]:
+                op = "+-*"[rng.integers(0, 3)]
+                wrap = op == "*" and ("+" in expr or "-" in expr)
+                expr = f"({expr}){op}{terms[i]}" if wrap else f"{expr}{op}{terms[i]}"
+            target = _evaluate(ast.parse(expr, mode="eval"))
+            if target > 0:
+                listed = ",".join(map(str, numbers))
+                problems.append(Problem(f"{listed}={target}:", expr, tuple(numbers), target))
+        return problems
+
+    def question(self, problem: Problem) -> str:
+        """The problem in words, for chat models."""
+        numbers = ", ".join(map(str, problem.numbers))
+        return (
+            f"Using the numbers {numbers} at most once each and + - * / ( ), write an expression "
+            f"equal to {problem.target}. Answer with the expression only."
+        )
+
+    def well_formed(self, problem: Problem, response: str) -> bool:
+        if _EXPRESSION.fullmatch(response) is None:
+            return False
+        try:
+            _evaluate(ast.parse(response, mode="eval"))
+        except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
+            return False
+        return True
+
+    def correct(self, problem: Problem, response: str) -> bool:
+        if not self.well_formed(problem, response):
+            return False
+        used = Counter(int(v) for v in re.findall(r"[0-9]+", response))
+        if used - Counter(problem.numbers):
+            return False
+        return abs(_evaluate(ast.parse(response, mode="eval")) - problem.target) < 1e-9
+
+    def max_answer_len(self) -> int:
+        return 4 * self.count + 2
+
+
+TASKS = {"addition": Addition, "countdown": Countdown, "sorting": Sorting}
+
+
+def make_task(name: str, **kwargs):
+    """Build a task by name (``addition``, ``countdown``, ``sorting``) with its settings."""
+    check_choice(name, "task", tuple(TASKS))
+    return TASKS[name](**kwargs)
+
+
+def reward(task, problem: Problem, response: str, ended: bool = True) -> float:
+    """1[correct] + format_coef * 1[well formed]; an unterminated response earns nothing."""
+    if not ended:
+        return 0.0
+    return float(task.correct(problem, response)) + task.format_coef * float(
+        task.well_formed(problem, response)
+    )
+
+
+def rewards(task, problems, responses, ended=None) -> np.ndarray:
+    """:func:`reward` for a batch, as float32 ``[B]``."""
+    ended = [True] * len(problems) if ended is None else ended
+    return np.asarray(
+        [reward(task, p, r, e) for p, r, e in zip(problems, responses, ended, strict=True)],
+        np.float32,
+    )

@@ -1,0 +1,159 @@
+"""Attention collapse: does sigmaReparam keep attention entropy (and training) stable at a high LR?
+
+A small Llama decoder (``entropix.models``, ``tiny`` preset resized) is trained as a character
+LM on the generated text corpus (``entropix.tasks.text``) with Adam at a high learning rate and
+no warmup, once as is and once with sigmaReparam on every linear layer
+(W_hat = gamma / sigma(W) * W, "Stabilizing Transformer Training by Preventing Attention Entropy
+Collapse", Zhai et al. 2023). Logged per step: the LM loss, the gradient norm and the normalised
+per-head attention entropy H[b, h, q] / log(q + 1) averaged over batch and queries
+(``attn/L<l>H<h>``; ``entropy`` is the mean over heads). Writes one sub-run per variant,
+``attention.md`` and ``plots/attention_heads.png``.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from entropix.config import ExperimentConfig
+from entropix.models import Llama, get_preset
+from entropix.tasks import CharTokenizer, corpus, lm_windows
+from experiments.reporting import MetricsLog, markdown_table
+
+VARIANTS = ("baseline", "sigma_reparam")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(ExperimentConfig):
+    experiment: str = "attention_collapse"
+    dim: int = 64
+    layers: int = 2
+    heads: int = 4
+    seq_len: int = 32
+    batch_size: int = 32
+    steps: int = 300
+    lr: float = 3e-2
+    sentences: int = 2000
+    variants: tuple[str, ...] = VARIANTS
+    log_every: int = 5
+
+
+def head_entropy(entropy):
+    """Normalised attention entropy per layer and head ``[L, H]`` from entropy [L, B, H, T].
+
+    H[b, h, q] / log(q + 1) (q + 1 keys under the causal mask), averaged over batch and the
+    queries q >= 1 (the first query has a single key).
+    """
+    keys = jnp.arange(entropy.shape[-1], dtype=jnp.float32) + 1.0
+    normalised = entropy[..., 1:] / jnp.log(keys[1:])
+    return normalised.mean(axis=(1, 3))
+
+
+def make_model(config: Config, variant: str) -> Llama:
+    """The ``tiny`` Llama preset at this experiment's sizes (sigmaReparam for that variant)."""
+    preset = get_preset(
+        "tiny",
+        vocab_size=CharTokenizer().vocab_size,
+        dim=config.dim,
+        num_layers=config.layers,
+        num_heads=config.heads,
+        num_kv_heads=config.heads,
+        ffn_dim=4 * config.dim,
+        max_seq_len=config.seq_len,
+        use_sigma_reparam=variant == "sigma_reparam",
+    )
+    return Llama(preset, rngs=nnx.Rngs(config.seed))
+
+
+@nnx.jit
+def train_step(model, optimizer, windows):
+    """One Adam step on the next-character loss; returns (loss, head entropy [L, H], |g|)."""
+
+    def loss_of(model):
+        out = model(windows[:, :-1], return_attention_entropy=True)
+        loss = optax.softmax_cross_entropy_with_integer_labels(out.logits, windows[:, 1:])
+        return loss.mean(), head_entropy(out.attention_entropy)
+
+    (loss, heads), grads = nnx.value_and_grad(loss_of, has_aux=True)(model)
+    optimizer.update(model, grads)
+    return loss, heads, optax.global_norm(grads)
+
+
+def train_variant(config: Config, variant: str, text: str, run_dir: Path) -> dict:
+    """Train one variant; returns its summary row."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant={variant!r} is not one of {', '.join(VARIANTS)}")
+    model = make_model(config, variant)
+    optimizer = nnx.Optimizer(model, optax.adam(config.lr), wrt=nnx.Param)
+    rng = np.random.default_rng(config.seed)
+    losses, entropies = [], []
+    with MetricsLog(run_dir / variant) as log:
+        for t in range(config.steps):
+            windows = jnp.asarray(lm_windows(text, config.seq_len, config.batch_size, rng))
+            loss, heads, grad_norm = train_step(model, optimizer, windows)
+            losses.append(float(loss))
+            entropies.append(float(heads.mean()))
+            if t % config.log_every == 0 or t == config.steps - 1:
+                scalars = {"loss": loss, "grad_norm": grad_norm, "entropy": heads.mean()}
+                scalars.update(
+                    {
+                        f"attn/L{l}H{h}": heads[l, h]
+                        for l in range(config.layers)
+                        for h in range(config.heads)
+                    }
+                )
+                log.write(t, scalars)
+    losses = np.asarray(losses)
+    tail = max(1, config.steps // 10)
+    finite = losses[np.isfinite(losses)]
+    return {
+        "variant": variant,
+        "final_loss": float(losses[-tail:].mean()),
+        "max_loss_after_start": float(finite[tail:].max()) if len(finite) > tail else float("nan"),
+        "loss_spikes": int(np.sum(np.diff(losses) > 0.5)),
+        "min_attention_entropy": float(np.nanmin(entropies)),
+        "final_attention_entropy": float(np.mean(entropies[-tail:])),
+    }
+
+
+def _plot_heads(run_dir: Path, config: Config) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from entropix.commands.plot import read_metrics, series
+
+    fig, axes = plt.subplots(
+        1, len(config.variants), figsize=(5 * len(config.variants), 3.5), squeeze=False, sharey=True
+    )
+    for ax, variant in zip(axes[0], config.variants, strict=True):
+        table = read_metrics(run_dir / variant / "metrics.jsonl")
+        for key in sorted(k for k in table if k.startswith("attn/")):
+            ax.plot(*series(table, key), lw=0.8, label=key[5:])
+        ax.set_title(f"{variant}: attention entropy per head")
+        ax.set_xlabel("step")
+    axes[0][0].set_ylabel("H / log(keys)")
+    axes[0][-1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    (run_dir / "plots").mkdir(exist_ok=True)
+    fig.savefig(run_dir / "plots" / "attention_heads.png", dpi=80)
+    plt.close(fig)
+
+
+def run(config: Config, run_dir) -> dict:
+    """Train every variant on the same text and batches; write the table and head plot."""
+    run_dir = Path(run_dir)
+    text = corpus(np.random.default_rng(config.seed), config.sentences)
+    rows = [train_variant(config, variant, text, run_dir) for variant in config.variants]
+    header = list(rows[0])
+    (run_dir / "attention.md").write_text(
+        markdown_table(header, [[r[k] for k in header] for r in rows]) + "\n"
+    )
+    (run_dir / "attention.json").write_text(json.dumps(rows, indent=2))
+    _plot_heads(run_dir, config)
+    return {r["variant"]: {k: v for k, v in r.items() if k != "variant"} for r in rows}

@@ -1,0 +1,151 @@
+"""Dynamics: does the first-order covariance law predict each step's entropy change?
+
+Question: for a softmax policy trained by policy gradient, does dH ~= -Cov_{a~pi}(log pi, dz)
+("The Entropy Mechanism of Reinforcement Learning for Reasoning Language Models", Cui et al.
+2025) track the measured entropy change step by step, and does reward follow
+R = -a exp(H) + b with a predictable ceiling b - a?
+
+Two settings: (1) a tabular K-armed softmax bandit trained by exact vanilla or natural policy
+gradient on J = E_pi r, where H and dH are exactly computable; :func:`run_bandit` is a pure
+function of a PRNG key, so seeds are ``jax.vmap``-ped into one compiled program; (2) the tiny
+GRPO run (``grpo`` section, optional), whose steps log ``dH/predicted`` (the batch covariance
+estimate) and ``dH/measured`` (entropy of the same batch after minus before the update).
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from entropix.config import ExperimentConfig
+from entropix.dynamics import (
+    collapse_step,
+    fit_entropy_performance,
+    pg_logit_update,
+    predicted_entropy_change,
+)
+from experiments import grpo as grpo_experiment
+from experiments.reporting import MetricsLog, markdown_table
+
+
+@dataclasses.dataclass(frozen=True)
+class BanditConfig:
+    """A K-armed bandit, arm rewards r ~ U(0, 1), logits z0 ~ N(0, init_scale^2)."""
+
+    arms: int = 10
+    steps: int = 200
+    lr: float = 0.5
+    natural: bool = False  # natural PG (dz = lr A) instead of vanilla PG (dz = lr pi A)
+    init_scale: float = 1.0
+    seeds: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(ExperimentConfig):
+    experiment: str = "dynamics"
+    bandit: BanditConfig = dataclasses.field(default_factory=BanditConfig)
+    grpo: grpo_experiment.Config | None = None
+    collapse_fraction: float = 0.25
+
+
+def _entropy(z):
+    logp = jax.nn.log_softmax(z)
+    return -jnp.sum(jnp.exp(logp) * logp)
+
+
+def run_bandit(key, config: BanditConfig) -> dict[str, jax.Array]:
+    """One seed of exact softmax PG on a bandit: per-step curves, each ``[steps]``.
+
+    Returns ``entropy`` (before the step), ``reward`` (E_pi r before the step),
+    ``dH/predicted`` (-Cov(log pi, dz) of the step's update) and ``dH/measured``
+    (H(z + dz) - H(z)). Pure and jit/vmap-able in ``key``.
+    """
+    k_r, k_z = jax.random.split(key)
+    rewards = jax.random.uniform(k_r, (config.arms,))
+    z0 = config.init_scale * jax.random.normal(k_z, (config.arms,))
+
+    def step(z, _):
+        dz = pg_logit_update(z, rewards, config.lr, config.natural)
+        h = _entropy(z)
+        out = {
+            "entropy": h,
+            "reward": jnp.sum(jax.nn.softmax(z) * rewards),
+            "dH/predicted": predicted_entropy_change(z, dz),
+            "dH/measured": _entropy(z + dz) - h,
+        }
+        return z + dz, out
+
+    _, curves = jax.lax.scan(step, z0, None, length=config.steps)
+    return curves
+
+
+def run_bandit_seeds(key, config: BanditConfig) -> dict[str, jax.Array]:
+    """``config.seeds`` bandits in one compiled, vmapped program: curves ``[seeds, steps]``."""
+    keys = jax.random.split(key, config.seeds)
+    return jax.jit(jax.vmap(run_bandit, in_axes=(0, None)), static_argnums=1)(keys, config)
+
+
+def _correlation(a, b) -> float:
+    a, b = np.ravel(a), np.ravel(b)
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+
+
+def _law(entropy, reward, fraction) -> dict:
+    fit = fit_entropy_performance(
+        jnp.asarray(entropy, jnp.float32), jnp.asarray(reward, jnp.float32)
+    )
+    step = int(collapse_step(jnp.asarray(entropy, jnp.float32), fraction))
+    return {
+        "fit_a": float(fit.a),
+        "fit_b": float(fit.b),
+        "ceiling": float(fit.ceiling),
+        "fit_r2": float(fit.r2),
+        "collapse_step": step if step >= 0 else None,
+    }
+
+
+def run(config: Config, run_dir) -> dict:
+    """Run the bandit seeds (and the GRPO run if configured); write metrics and tables."""
+    run_dir = Path(run_dir)
+    bandit = config.bandit
+    curves = jax.device_get(run_bandit_seeds(jax.random.key(config.seed), bandit))
+    bandit_dir = run_dir / "bandit"
+    with MetricsLog(bandit_dir, tensorboard=False) as log:  # seed-mean curves
+        for t in range(bandit.steps):
+            log.write(t, {k: float(v[:, t].mean()) for k, v in curves.items()})
+    np.savez(bandit_dir / "curves.npz", **{k.replace("/", "_"): v for k, v in curves.items()})
+    summary = {
+        "bandit_corr": _correlation(curves["dH/predicted"], curves["dH/measured"]),
+        "bandit_rel_error": float(
+            np.abs(curves["dH/predicted"] - curves["dH/measured"]).sum()
+            / np.abs(curves["dH/measured"]).sum()
+        ),
+        **{
+            f"bandit_{k}": v
+            for k, v in _law(
+                curves["entropy"].mean(0), curves["reward"].mean(0), config.collapse_fraction
+            ).items()
+        },
+    }
+    if config.grpo is not None:
+        grpo_summary = grpo_experiment.run(config.grpo, run_dir / "grpo")
+        from entropix.commands.plot import read_metrics, series
+
+        table = read_metrics(run_dir / "grpo" / "metrics.jsonl")
+        steps_p, predicted = series(table, "dH/predicted")
+        steps_m, measured = series(table, "dH/measured")
+        _, ip, im = np.intersect1d(steps_p, steps_m, return_indices=True)
+        _, entropy = series(table, "entropy")
+        _, reward = series(table, "reward")
+        summary["grpo_corr"] = _correlation(predicted[ip], measured[im])
+        summary.update(
+            {f"grpo_{k}": v for k, v in _law(entropy, reward, config.collapse_fraction).items()}
+        )
+        summary["grpo_final_reward"] = grpo_summary.get("final_reward")
+    rows = [[k, v] for k, v in summary.items()]
+    (run_dir / "dynamics.md").write_text(markdown_table(["quantity", "value"], rows) + "\n")
+    (run_dir / "dynamics.json").write_text(json.dumps(summary, indent=2))
+    return summary
