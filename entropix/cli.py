@@ -11,6 +11,7 @@ import argparse
 import ast
 import importlib
 import importlib.util
+import os
 import sys
 
 # command name -> module under entropix.commands
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"entropix {name}: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`entropix list | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
