@@ -1,0 +1,34 @@
+"""Optimisation (layer 4): optax transforms and metric-driven controllers for entropy control.
+
+Optax ``GradientTransformationExtraArgs`` (compose with ``optax.chain``):
+:func:`sam`, :func:`sar` (need ``value_and_grad_fn``), :func:`safe_step` (needs
+``logits_fn``); the train step in ``entropix.train`` passes both extra arguments.
+
+Controllers (:class:`Controller`: ``init``/``update``/``controls``, state kept in
+``TrainState.controls``): :class:`AdaptiveEntropyCoef`, :class:`EntropyHistory` (EPO),
+:class:`AEPOTemperature`. See ``docs/training.md``.
+"""
+
+from entropix.optim.aepo import AEPOState, AEPOTemperature
+from entropix.optim.controller import Controller
+from entropix.optim.entropy_coef import AdaptiveEntropyCoef, EntropyCoefState
+from entropix.optim.epo import EntropyHistory, EntropyHistoryState
+from entropix.optim.safe_step import SafeStepState, logit_spread, safe_step
+from entropix.optim.sam import SAMState, SARState, sam, sar
+
+__all__ = [
+    "AEPOState",
+    "AEPOTemperature",
+    "AdaptiveEntropyCoef",
+    "Controller",
+    "EntropyCoefState",
+    "EntropyHistory",
+    "EntropyHistoryState",
+    "SAMState",
+    "SARState",
+    "SafeStepState",
+    "logit_spread",
+    "safe_step",
+    "sam",
+    "sar",
+]

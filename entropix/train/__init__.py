@@ -1,0 +1,50 @@
+"""Training (layer 8): TrainState, mesh and partition rules, the compiled step, checkpoints,
+metrics and the ``fit`` loop. See ``docs/training.md``.
+"""
+
+from entropix.train.checkpoint import Checkpointer, CheckpointError, fingerprint, flatten_state
+from entropix.train.loop import FitResult, TrainConfig, fit, init_state
+from entropix.train.mesh import (
+    AXES,
+    BATCH_AXES,
+    DEFAULT_RULES,
+    LLAMA_RULES,
+    make_mesh,
+    replicated,
+    shard_batch,
+    spec_for,
+    state_shardings,
+    tree_shardings,
+)
+from entropix.train.metrics import MetricsLogger, progress_line, read_metrics
+from entropix.train.state import TrainState
+from entropix.train.step import NonFiniteError, check_guard, make_train_step, nonfinite_terms
+
+__all__ = [
+    "AXES",
+    "BATCH_AXES",
+    "DEFAULT_RULES",
+    "LLAMA_RULES",
+    "CheckpointError",
+    "Checkpointer",
+    "FitResult",
+    "MetricsLogger",
+    "NonFiniteError",
+    "TrainConfig",
+    "TrainState",
+    "check_guard",
+    "fingerprint",
+    "fit",
+    "flatten_state",
+    "init_state",
+    "make_mesh",
+    "make_train_step",
+    "nonfinite_terms",
+    "progress_line",
+    "read_metrics",
+    "replicated",
+    "shard_batch",
+    "spec_for",
+    "state_shardings",
+    "tree_shardings",
+]

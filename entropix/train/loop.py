@@ -1,0 +1,174 @@
+"""``fit``: build or resume a TrainState on a mesh, run compiled steps, log, checkpoint.
+
+    result = fit(run_dir, model_fn=..., optimizer=..., loss_fn=..., data=...,
+                 config=TrainConfig(steps=100))
+
+* ``model_fn(rngs: nnx.Rngs) -> nnx.Module`` builds the model (called inside ``jax.jit`` with
+  the state's output shardings, so parameters are created directly on their devices).
+* ``loss_fn(model, batch, key, controls) -> (loss, metrics)`` (see ``entropix.train.step``).
+* ``data(position, state) -> batch``: the batch at ``position`` (0, 1, 2, ...), as this
+  process's rows (numpy or jax arrays; see ``shard_batch``). It must be a pure function of
+  ``position`` (and of ``state``, e.g. for rollouts from the current policy) so a resumed run
+  sees the same batches.
+* Resume: if ``<run_dir>/checkpoints`` holds a checkpoint, the newest intact one is restored
+  onto the current mesh (corrupt ones are reported and skipped) and training continues from
+  its step and data position; otherwise the state is initialised from ``config.seed``.
+"""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import jax
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from entropix.optim import Controller
+from entropix.train.checkpoint import Checkpointer
+from entropix.train.mesh import DEFAULT_RULES, Rules, make_mesh, shard_batch, state_shardings
+from entropix.train.metrics import MetricsLogger
+from entropix.train.state import TrainState
+from entropix.train.step import NonFiniteError, check_guard, make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (the config schema's ``train`` section maps onto this).
+
+    steps: total train steps; micro_batches: gradient-accumulation micro-batches per step;
+    checkpoint_every / keep / async_checkpoint: orbax saving; max_nonfinite: stop after this
+    many non-finite steps in a row; progress_every: plain progress line interval (non-TTY);
+    tensorboard: write event files; seed: model init and step RNG; mesh: (data, fsdp, tensor)
+    sizes, one of them may be -1 (all remaining devices).
+    """
+
+    steps: int
+    micro_batches: int = 1
+    checkpoint_every: int = 100
+    keep: int = 3
+    async_checkpoint: bool = True
+    max_nonfinite: int = 10
+    progress_every: int = 10
+    tensorboard: bool = True
+    seed: int = 0
+    mesh: tuple[int, int, int] = (-1, 1, 1)
+
+    def __post_init__(self):
+        for name in ("steps", "micro_batches", "checkpoint_every", "keep", "max_nonfinite"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1; got {getattr(self, name)}")
+        if len(self.mesh) != 3:
+            raise ValueError(f"TrainConfig.mesh must be (data, fsdp, tensor); got {self.mesh}")
+
+
+@dataclasses.dataclass
+class FitResult:
+    """The final state, the step it resumed from (None: fresh start), the last step's
+    metrics and any checkpoint problems reported during restore."""
+
+    state: TrainState
+    resumed_from: int | None
+    last_metrics: dict
+    checkpoint_problems: list[str]
+
+
+def init_state(
+    model_fn: Callable[[nnx.Rngs], nnx.Module],
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    *,
+    seed: int = 0,
+    controllers: Mapping[str, Controller] | None = None,
+    rules: Rules = DEFAULT_RULES,
+):
+    """(abstract state, shardings, create) where ``create()`` builds the sharded state.
+
+    The model is initialised from ``fold_in(PRNGKey(seed), 0)``, the step RNG is
+    ``fold_in(PRNGKey(seed), 1)``; the result does not depend on the mesh.
+    """
+
+    def create():
+        key = jax.random.PRNGKey(seed)
+        model = model_fn(nnx.Rngs(jax.random.fold_in(key, 0)))
+        return TrainState.create(
+            model, optimizer, rng=jax.random.fold_in(key, 1), controllers=controllers
+        )
+
+    abstract = jax.eval_shape(create)
+    shardings = state_shardings(abstract, mesh, rules)
+    return abstract, shardings, jax.jit(create, out_shardings=shardings)
+
+
+def fit(
+    run_dir,
+    *,
+    model_fn: Callable[[nnx.Rngs], nnx.Module],
+    optimizer: optax.GradientTransformation,
+    loss_fn: Callable,
+    data: Callable,
+    config: TrainConfig,
+    controllers: Mapping[str, Controller] | None = None,
+    logits_fn: Callable | None = None,
+    mesh: Mesh | None = None,
+    rules: Rules = DEFAULT_RULES,
+    stream=None,
+) -> FitResult:
+    """Train to ``config.steps`` in ``run_dir``, resuming from its checkpoints if any.
+
+    Raises ``NonFiniteError`` (after logging) when ``config.max_nonfinite`` steps in a row
+    were non-finite; the message names the step and the offending loss terms.
+    """
+    run_dir = Path(run_dir)
+    mesh = make_mesh(*config.mesh) if mesh is None else mesh
+    abstract, shardings, create = init_state(
+        model_fn, optimizer, mesh, seed=config.seed, controllers=controllers, rules=rules
+    )
+    checkpointer = Checkpointer(
+        run_dir / "checkpoints",
+        every=config.checkpoint_every,
+        keep=config.keep,
+        async_save=config.async_checkpoint,
+    )
+    state = checkpointer.restore(abstract, shardings)
+    resumed_from = None if state is None else int(jax.device_get(state.step))
+    if state is None:
+        state = create()
+    step = int(jax.device_get(state.step))
+    position = int(jax.device_get(state.data_position))
+    logger = MetricsLogger(
+        run_dir,
+        total_steps=config.steps,
+        resume_step=step,
+        tensorboard=config.tensorboard,
+        progress_every=config.progress_every,
+        stream=stream,
+    )
+    if resumed_from is not None:
+        logger.message(f"resumed from step {resumed_from} (data position {position})")
+    train_step = make_train_step(
+        loss_fn,
+        micro_batches=config.micro_batches,
+        logits_fn=logits_fn,
+        mesh=mesh,
+        state_sharding=shardings,
+    )
+    metrics: dict = {}
+    try:
+        while step < config.steps:
+            batch = shard_batch(data(position, state), mesh)
+            state, device_metrics = train_step(state, batch)
+            metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+            step, position = step + 1, position + 1
+            logger.log(step, metrics)
+            try:
+                check_guard(metrics, step, config.max_nonfinite)
+            except NonFiniteError as error:
+                logger.message(str(error))
+                raise
+            checkpointer.save(state)
+        checkpointer.save(state, force=True)
+    finally:
+        checkpointer.close()
+        logger.close()
+    return FitResult(state, resumed_from, metrics, list(checkpointer.problems))

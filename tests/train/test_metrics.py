@@ -1,0 +1,66 @@
+"""JSONL schema, resume truncation, TensorBoard files and the progress line."""
+
+import io
+import json
+import math
+
+from entropix.train import MetricsLogger, progress_line, read_metrics
+from entropix.train.metrics import FIXED_KEYS
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _log(run_dir, steps, resume_step=0, stream=None, **kwargs):
+    logger = MetricsLogger(
+        run_dir, total_steps=10, resume_step=resume_step, stream=stream or io.StringIO(), **kwargs
+    )
+    for step in steps:
+        logger.log(step, {"loss": 1.0 / step, "entropy": 2.0, "reward/mean": 0.5})
+    logger.close()
+    return logger
+
+
+def test_jsonl_schema_and_nonfinite_as_null(tmp_path):
+    logger = MetricsLogger(tmp_path, total_steps=3, stream=io.StringIO(), tensorboard=True)
+    logger.log(1, {"loss": 0.5, "kl/loss": float("nan"), "guard/skipped": 0.0})
+    logger.log(2, {"loss": float("inf"), "kl/loss": 0.1, "guard/skipped": 1.0})
+    logger.close()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])  # strict JSON: no NaN literals
+    assert list(first)[:4] == list(FIXED_KEYS)
+    assert first["step"] == 1 and first["kl/loss"] is None and first["loss"] == 0.5
+    assert "NaN" not in lines[0] and "Infinity" not in lines[1]
+    assert isinstance(first["time"], float) and first["steps_per_s"] > 0
+    records = read_metrics(tmp_path)
+    assert math.isnan(records[0]["kl/loss"]) and math.isnan(records[1]["loss"])
+    assert any((tmp_path / "tensorboard").iterdir())
+
+
+def test_resume_drops_records_after_the_restored_step(tmp_path):
+    _log(tmp_path, range(1, 7), tensorboard=False)
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 7, "loss"')  # torn line of a killed process
+    _log(tmp_path, range(5, 9), resume_step=4, tensorboard=False)
+    assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, 9))
+
+
+def test_progress_line_fields():
+    line = progress_line(3, 10, {"loss": 0.25, "policy/entropy": 1.5, "reward": 0.75}, 2.5)
+    assert line == "step 3/10 | loss 0.2500 | entropy 1.500 | reward 0.750 | 2.50 steps/s"
+    line = progress_line(4, None, {"loss": 1.0, "guard/nonfinite_total": 2.0}, 1.0)
+    assert line == "step 4 | loss 1.0000 | 1.00 steps/s | skipped 2"
+
+
+def test_progress_plain_lines_off_a_terminal_and_in_place_on_one(tmp_path):
+    plain = io.StringIO()
+    _log(tmp_path / "a", range(1, 7), stream=plain, progress_every=3, tensorboard=False)
+    lines = plain.getvalue().splitlines()
+    assert [line.split(" |")[0] for line in lines] == ["step 3/10", "step 6/10"]
+    assert "reward 0.500" in lines[0] and "\r" not in plain.getvalue()
+    terminal = _Terminal()
+    _log(tmp_path / "b", range(1, 4), stream=terminal, tensorboard=False)
+    text = terminal.getvalue()
+    assert text.count("\r\033[K") == 3 and text.endswith("\n") and "step 3/10" in text
