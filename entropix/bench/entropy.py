@@ -70,7 +70,10 @@ def run(quick: bool, repeats: int) -> list[dict]:
             t_fused, t_naive = time_calls(calls, repeats)
             m_fused, m_naive = temp_bytes(c_fused), temp_bytes(c_naive)
             ratios = {"time_fused/naive": t_fused.median / t_naive.median}
-            targets = {f"time <= {TIME_TARGET}x naive": ratios["time_fused/naive"] <= TIME_TARGET}
+            targets = {}
+            if jax.devices()[0].platform == "cpu":  # the time target is stated for CPU
+                met = ratios["time_fused/naive"] <= TIME_TARGET
+                targets[f"time <= {TIME_TARGET}x naive (CPU)"] = met
             if m_fused and m_naive:
                 ratios["temp_mem_naive/fused"] = m_naive / m_fused
                 if vocab == MEMORY_TARGET_VOCAB:

@@ -19,12 +19,14 @@ MIN_REPEATS = 5
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per call of one program: median, min and max over ``runs`` timed calls."""
+    """Seconds per call of one program: median, min and max over ``runs`` timed calls, and the
+    calls' times in round order (``samples``)."""
 
     median: float
     min: float
     max: float
     runs: int
+    samples: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, float]:
         return {"median_s": self.median, "min_s": self.min, "max_s": self.max, "runs": self.runs}
@@ -36,7 +38,21 @@ def compile_jit(fn: Callable, *args):
 
 
 def _summary(samples: Sequence[float]) -> Timing:
-    return Timing(statistics.median(samples), min(samples), max(samples), len(samples))
+    return Timing(
+        statistics.median(samples), min(samples), max(samples), len(samples), tuple(samples)
+    )
+
+
+def paired_ratio(a: Timing, b: Timing) -> float:
+    """Median over rounds of a's time / b's time in the same round of ``time_calls``.
+
+    Load from other processes comes and goes over seconds; the two calls of one round see
+    nearly the same load, so the median of per-round ratios is far steadier than the ratio of
+    the two medians when the machine is shared.
+    """
+    if len(a.samples) != len(b.samples) or not a.samples:
+        raise ValueError("paired_ratio needs two Timings from the same time_calls run")
+    return statistics.median(x / y for x, y in zip(a.samples, b.samples, strict=True))
 
 
 def time_calls(calls: Sequence[Callable[[], object]], repeats: int = MIN_REPEATS) -> list[Timing]:

@@ -15,6 +15,7 @@ from entropix.losses.batch import PolicyBatch
 from entropix.losses.compose import Term
 from entropix.losses.objectives import clipped_surrogate, policy_ratio
 from entropix.losses.registry import register
+from entropix.losses.selectors import order_statistic
 from entropix.validation import check_mask, check_positive, check_shape
 
 
@@ -35,9 +36,8 @@ def hapo_entropy_signal(entropy, mask, pivot: float = 0.5, eps: float = 1e-8):
     valid = mask.astype(bool)
     u = jnp.log(jnp.maximum(jax.lax.stop_gradient(jnp.asarray(entropy, jnp.float32)), eps))
     n = jnp.sum(valid)
-    ordered = jnp.sort(jnp.where(valid, u, jnp.inf).ravel())
     rank = jnp.round(pivot * (jnp.maximum(n, 1) - 1)).astype(jnp.int32)
-    centre = jnp.where(n > 0, ordered[rank], 0.0)
+    centre = jnp.where(n > 0, order_statistic(u, valid, rank), 0.0)
     d = jnp.where(valid, u - centre, 0.0)
     scale = jnp.sqrt(jnp.maximum(jnp.sum(d**2) / jnp.maximum(n, 1), eps))
     h = d / scale

@@ -14,6 +14,12 @@ from entropix.losses.registry import register
 from entropix.validation import check_floating, check_mask, check_positive, check_shape
 
 
+def _support(min_value: float, max_value: float, num_bins: int):
+    """Bin edges [num_bins + 1] and centres [num_bins] of the support, float32."""
+    edges = jnp.linspace(min_value, max_value, num_bins + 1, dtype=jnp.float32)
+    return edges, 0.5 * (edges[:-1] + edges[1:])
+
+
 def hl_gauss_transform(
     min_value: float, max_value: float, num_bins: int, sigma: float | None = None
 ):
@@ -36,8 +42,7 @@ def hl_gauss_transform(
     width = (max_value - min_value) / num_bins
     sigma = 0.75 * width if sigma is None else sigma
     check_positive(sigma, "sigma")
-    edges = jnp.linspace(min_value, max_value, num_bins + 1, dtype=jnp.float32)
-    centres = 0.5 * (edges[:-1] + edges[1:])
+    edges, centres = _support(min_value, max_value, num_bins)
 
     def to_probs(targets):
         check_floating(targets, "targets")
@@ -77,7 +82,8 @@ def hl_gauss(min_value: float, max_value: float, num_bins: int, sigma_ratio: flo
     """
     check_positive(sigma_ratio, "sigma_ratio")
     width = (max_value - min_value) / num_bins if num_bins else 0.0
-    to_probs, to_scalar = hl_gauss_transform(min_value, max_value, num_bins, sigma_ratio * width)
+    to_probs, _ = hl_gauss_transform(min_value, max_value, num_bins, sigma_ratio * width)
+    _, centres = _support(min_value, max_value, num_bins)
 
     def loss_fn(logits, targets, mask=None):
         check_floating(logits, "logits")
@@ -85,10 +91,11 @@ def hl_gauss(min_value: float, max_value: float, num_bins: int, sigma_ratio: flo
         if mask is not None:
             check_mask(mask, "mask", jnp.shape(targets))
         target_probs = to_probs(targets)
+        logp = log_softmax(logits)
         # Bins with zero target mass contribute nothing, even where a logit is -inf.
-        terms = jnp.where(target_probs > 0, target_probs * log_softmax(logits), 0.0)
+        terms = jnp.where(target_probs > 0, target_probs * logp, 0.0)
         cross_entropy = -jnp.sum(terms, axis=-1)
-        value = to_scalar(logits)
+        value = jnp.sum(jnp.exp(logp) * centres, axis=-1)  # to_scalar(logits), same log-softmax
         metrics = {
             "value": masked_mean(value, mask),
             "value_error": masked_mean(jnp.abs(value - targets), mask),

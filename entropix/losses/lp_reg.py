@@ -16,15 +16,22 @@ from entropix.validation import check_positive
 
 def proxy_kl(logits, min_p: float = 0.02):
     """KL(sg(pi_proxy) || pi) per position, with pi_proxy = pi renormalised over
-    {v : pi(v) > min_p * max_u pi(u)} (the "noise" tail removed). Returns (kl, threshold)."""
-    logp = log_softmax(logits)
-    p = jax.lax.stop_gradient(jnp.exp(logp))
+    {v : pi(v) > min_p * max_u pi(u)} (the "noise" tail removed). Returns (kl, threshold).
+
+    With Z = sum_{kept} pi the KL is -log Z in value, and its gradient in the logits is
+    pi - pi_proxy (the proxy is a constant target); both are written out directly, so no
+    gradient is traced back through the softmax."""
+    z = jnp.asarray(logits, jnp.float32)
+    logp = jax.lax.stop_gradient(log_softmax(z))
+    p = jnp.exp(logp)
     threshold = min_p * jnp.max(p, axis=-1)
     keep = p > threshold[..., None]
-    kept_logp = jnp.where(keep, jax.lax.stop_gradient(logp), -jnp.inf)
-    q_logp = jnp.where(keep, kept_logp - jax.nn.logsumexp(kept_logp, axis=-1, keepdims=True), 0.0)
-    q = jnp.where(keep, jnp.exp(q_logp), 0.0)
-    kl = jnp.sum(q * (q_logp - jnp.where(keep, logp, 0.0)), axis=-1)
+    kept_p = jnp.where(keep, p, 0.0)
+    mass = jnp.sum(kept_p, axis=-1)
+    p_minus_proxy = p - kept_p / mass[..., None]
+    # zero in value; its gradient in the logits is pi - pi_proxy (0 on classes with pi = 0)
+    tangent = jnp.where(p > 0, z - jax.lax.stop_gradient(z), 0.0)
+    kl = jnp.sum(p_minus_proxy * tangent, axis=-1) - jnp.log(mass)
     return kl, threshold
 
 

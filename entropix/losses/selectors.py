@@ -8,7 +8,11 @@ tokens, Clip-Cov, KL-Cov) rank only the valid tokens themselves.
 Helpers: :func:`all_tokens`, :func:`positive_advantage` / :func:`negative_advantage`, and the
 rank utilities used by the selection methods: :func:`top_k_mask` (exactly k by rank),
 :func:`fraction_count` (k = max(1, floor(fraction * N))), :func:`quantile_mask` (at or above a
-quantile) and :func:`valid_count`.
+quantile), :func:`masked_quantile`, :func:`order_statistic` and :func:`valid_count`.
+
+None of them sorts: the k-th largest value is found by a bitwise search over order-preserving
+uint32 keys of the float32 values (32 counting passes over the tokens), which on CPU is several
+times faster than a sort of all B*T tokens and gives the same selection.
 """
 
 from collections.abc import Callable
@@ -66,17 +70,98 @@ def valid_count(mask) -> jax.Array:
     return jnp.sum(mask > 0).astype(jnp.int32)
 
 
+def order_keys(values) -> jax.Array:
+    """uint32 keys in the order of float32 ``values``: -0.0 and 0.0 get the same key and NaN
+    the lowest key 0, below -inf (as a descending ``jnp.sort`` / ``jnp.argsort`` places it)."""
+    x = jnp.asarray(values, jnp.float32)
+    bits = jax.lax.bitcast_convert_type(jnp.where(x == 0, 0.0, x), jnp.uint32)
+    keys = jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(1 << 31))
+    return jnp.where(jnp.isnan(x), jnp.uint32(0), keys)
+
+
+def from_order_keys(keys) -> jax.Array:
+    """Inverse of :func:`order_keys` on the keys of non-NaN values (float32)."""
+    bits = jnp.where(keys >> 31 == 1, keys & jnp.uint32((1 << 31) - 1), ~keys)
+    return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def _kth_largest_key(keys, k, bits: int = 32) -> jax.Array:
+    """The k-th largest of the uint32 ``keys`` (flat; ``k`` int, any shape, 1 <= k <= size;
+    every key < 2**bits), found bit by bit from the top: ``bits`` counting passes, no sort."""
+    flat = keys.reshape(-1)
+    k = jnp.asarray(k)
+    found = jnp.zeros(k.shape, jnp.uint32)
+    for bit in range(bits - 1, -1, -1):
+        candidate = found | jnp.uint32(1 << bit)
+        count = jnp.sum(flat >= candidate[..., None], axis=-1)
+        found = jnp.where(count >= k, candidate, found)
+    return found
+
+
 def top_k_mask(scores, valid, k) -> jax.Array:
     """Bool mask of the ``k`` valid entries with the largest ``scores`` (any shape).
 
     ``k`` may be traced. Ties are broken by position (the earlier flat index wins), so the
-    selection has exactly ``min(k, number valid)`` entries.
+    selection has exactly ``min(k, number valid)`` entries. Exactly the ranks of a stable
+    descending argsort of the valid scores (NaN last), found without one:
+    the k-th largest score by :func:`_kth_largest_key`, then, only when it is tied, the
+    earliest tied positions by a second search over their indices.
     """
-    flat = jnp.where(valid.reshape(-1) > 0, scores.reshape(-1).astype(jnp.float32), -jnp.inf)
-    order = jnp.argsort(-flat, stable=True)
-    rank = jnp.empty_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
-    selected = (rank < k) & (valid.reshape(-1) > 0)
+    ok = valid.reshape(-1) > 0
+    # invalid entries get key 0, below every valid one (a valid NaN gets 1, a valid -inf more)
+    keys = jnp.where(ok, jnp.maximum(order_keys(scores.reshape(-1)), jnp.uint32(1)), 0)
+    size = keys.size
+    if size == 0:
+        return jnp.zeros(scores.shape, bool)
+    k = jnp.asarray(k, jnp.int32)
+    threshold = _kth_largest_key(keys, jnp.clip(k, 1, size))
+    above = keys > threshold
+    tied = keys == threshold
+    wanted = jnp.clip(k, 1, size) - jnp.sum(above)  # tied entries to take, >= 1
+
+    def earliest_tied():
+        # key size - i for tied position i (larger for earlier positions), 0 elsewhere
+        index_keys = jnp.where(tied, jnp.uint32(size) - jnp.arange(size, dtype=jnp.uint32), 0)
+        last = _kth_largest_key(index_keys, wanted, bits=int(size).bit_length())
+        return tied & (index_keys >= last)
+
+    take = jax.lax.cond(jnp.sum(tied) > wanted, earliest_tied, lambda: tied)
+    selected = (above | take) & ok & (k > 0)
     return selected.reshape(scores.shape)
+
+
+def order_statistic(values, valid, rank) -> jax.Array:
+    """The ``rank``-th smallest (0-based; int, any shape, traced) of ``values`` over the valid,
+    non-NaN entries, as float32: ``jnp.sort(valid values)[rank]`` without the sort.
+
+    ``rank`` must lie in [0, n) for n such entries (the result is meaningless otherwise)."""
+    x = jnp.asarray(values, jnp.float32).reshape(-1)
+    ok = (valid.reshape(-1) > 0) & ~jnp.isnan(x)
+    keys = jnp.where(ok, order_keys(x), jnp.uint32(0))  # 0 is below every valid key
+    n = jnp.sum(ok).astype(jnp.int32)
+    return from_order_keys(_kth_largest_key(keys, n - jnp.asarray(rank, jnp.int32)))
+
+
+def masked_quantile(values, valid, q: float) -> jax.Array:
+    """The ``q`` quantile of ``values`` over the valid, non-NaN entries, float32: the same number
+    as ``jnp.nanquantile(where(valid, values, nan), q)`` (numpy's default linear interpolation
+    between order statistics, same arithmetic), NaN when none is valid. One
+    :func:`order_statistic` search for the lower order statistic, one pass for the next."""
+    x = jnp.asarray(values, jnp.float32).reshape(-1)
+    ok = (valid.reshape(-1) > 0) & ~jnp.isnan(x)
+    count = jnp.sum(ok, dtype=jnp.float32)
+    pos = jnp.float32(q) * (count - 1)
+    low, high = jnp.floor(pos), jnp.ceil(pos)
+    high_weight = pos - low
+    low_weight = 1 - high_weight
+    top = jnp.maximum(count - 1, 0)
+    low_value = order_statistic(x, ok, jnp.clip(low, 0, top).astype(jnp.int32))
+    # order statistic high (= low or low + 1): low_value again while it repeats, else the next
+    repeats = jnp.sum(ok & (x <= low_value)) > jnp.clip(high, 0, top).astype(jnp.int32)
+    next_value = jnp.min(jnp.where(ok & (x > low_value), x, jnp.inf))
+    high_value = jnp.where(repeats, low_value, next_value)
+    result = low_value * low_weight + high_value * high_weight
+    return jnp.where(count > 0, result, jnp.nan)
 
 
 def fraction_count(fraction, n) -> jax.Array:
@@ -93,5 +178,4 @@ def quantile_mask(values, valid, q) -> jax.Array:
     """
     valid = valid > 0
     x = jnp.asarray(values, jnp.float32)
-    threshold = jnp.nanquantile(jnp.where(valid, x, jnp.nan), q)
-    return valid & (x >= threshold)
+    return valid & (x >= masked_quantile(x, valid, q))

@@ -10,6 +10,7 @@ from entropix.losses.batch import PolicyBatch
 from entropix.losses.compose import Term
 from entropix.losses.forking import forking_tokens
 from entropix.losses.registry import register
+from entropix.losses.selectors import masked_quantile
 from entropix.validation import check_positive
 
 
@@ -51,8 +52,8 @@ def spine(
     def fn(batch: PolicyBatch, mask):
         entropy = jnp.asarray(batch.require("entropy", "spine"), jnp.float32)
         if band is None:
-            held = jnp.where(mask > 0, jax.lax.stop_gradient(entropy), jnp.nan)
-            h_lo, h_hi = jnp.nanquantile(held, q_lo), jnp.nanquantile(held, q_hi)
+            held = jax.lax.stop_gradient(entropy)
+            h_lo, h_hi = masked_quantile(held, mask, q_lo), masked_quantile(held, mask, q_hi)
         else:
             h_lo, h_hi = band
         values = jnp.maximum(h_lo - entropy, 0.0) ** 2 + jnp.maximum(entropy - h_hi, 0.0) ** 2

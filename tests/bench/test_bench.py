@@ -7,7 +7,7 @@ import pytest
 
 from entropix.bench import report
 from entropix.bench.suites import SUITES
-from entropix.bench.timing import time_calls
+from entropix.bench.timing import Timing, paired_ratio, time_calls
 from entropix.cli import main
 
 
@@ -62,9 +62,34 @@ def test_core_suites_measure_their_figures(results):
         assert r["status"] != "ok" or set(r["ratios"]) == {"speedup_cache/no_cache"}
 
 
+def test_train_suite_measures_mfu_and_diagnostics_overhead(results):
+    data, _ = results
+    rows = {r["case"].split(" ", 1)[0]: r for r in data["suites"]["train"]}
+    assert set(rows) == {"tiny", "small"}
+    tiny = rows["tiny"]
+    assert tiny["status"] == "ok", tiny.get("reason")
+    assert set(tiny["ratios"]) == {"mfu", "overhead_diagnostics/none"}
+    values = tiny["values"]
+    assert values["peak_gflop_per_s"] > 0 and values["model_gflop_per_step"] > 0
+    assert "dynamics/predicted_dH" in values["diagnostic_metrics"]
+    assert "attention_entropy/mean" in values["diagnostic_metrics"]
+    assert rows["small"]["status"] == "not available"
+
+
 def test_time_calls_rejects_fewer_than_five_runs():
     with pytest.raises(ValueError, match=">= 5"):
         time_calls([lambda: 0], repeats=4)
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    a = Timing(2.0, 1.0, 9.0, 5, (1.0, 2.0, 9.0, 2.0, 3.0))
+    b = Timing(1.0, 0.5, 9.0, 5, (0.5, 1.0, 9.0, 1.0, 1.0))  # a burst of load in round 3
+    assert paired_ratio(a, b) == 2.0  # per round: 2, 2, 1, 2, 3
+    assert a.median / b.median == 2.0 and a.min / b.min == 2.0
+    timings = time_calls([lambda: 0, lambda: 1], repeats=5)
+    assert all(len(t.samples) == 5 and t.median in t.samples for t in timings)
+    with pytest.raises(ValueError, match="same time_calls run"):
+        paired_ratio(a, Timing(1.0, 1.0, 1.0, 1, (1.0,)))
 
 
 def test_markdown_reports_unavailable_reason_and_target_verdicts():

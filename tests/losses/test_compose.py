@@ -18,6 +18,7 @@ from entropix.losses import (
     quantile_mask,
     top_k_mask,
 )
+from entropix.losses.selectors import masked_quantile, order_statistic
 
 B, T = 4, 6
 
@@ -207,3 +208,24 @@ def test_top_k_mask_fraction_count_and_quantile_mask_match_numpy():
         want = valid & (scores >= np.quantile(scores[valid], q))
         np.testing.assert_array_equal(quantile_mask(scores, valid, q), want)
     assert not np.any(quantile_mask(scores, np.zeros_like(valid), 0.5))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sort_free_selection_matches_sorting_on_ties_zeros_and_infinities(seed):
+    rng = np.random.default_rng(100 + seed)
+    # few distinct values (many ties), signed zeros, infinities, large and tiny magnitudes
+    pool = np.array([-np.inf, -3e30, -1.5, -0.0, 0.0, 1e-30, 0.25, 0.25, 2.0, 7e20, np.inf])
+    scores = rng.choice(pool, size=(6, 9)).astype(np.float32)
+    valid = rng.random((6, 9)) > 0.3
+    finite_valid = valid & np.isfinite(scores)
+    for k in (1, 2, 5, 17, int(valid.sum())):
+        np.testing.assert_array_equal(
+            top_k_mask(scores, valid, k), _np_top_k(scores, valid, k), err_msg=f"k={k}"
+        )
+    values = np.sort(scores[finite_valid].astype(np.float64))
+    for rank in (0, len(values) // 2, len(values) - 1):
+        assert float(order_statistic(scores, finite_valid, rank)) == values[rank]
+    for q in (0.0, 0.1, 0.5, 0.9, 1.0):
+        want = np.quantile(scores[finite_valid], q)
+        np.testing.assert_allclose(masked_quantile(scores, finite_valid, q), want, rtol=1e-5)
+    assert np.isnan(masked_quantile(scores, np.zeros_like(valid), 0.5))
