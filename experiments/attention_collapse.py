@@ -4,16 +4,21 @@ A small Llama decoder (``entropix.models``, ``tiny`` preset resized) is trained 
 LM on the generated text corpus (``entropix.tasks.text``) with Adam at a high learning rate and
 no warmup, once as is and once with sigmaReparam on every linear layer
 (W_hat = gamma / sigma(W) * W, "Stabilizing Transformer Training by Preventing Attention Entropy
-Collapse", Zhai et al. 2023). Logged per step: the LM loss, the gradient norm and the normalised
-per-head attention entropy H[b, h, q] / log(q + 1) averaged over batch and queries
-(``attn/L<l>H<h>``; ``entropy`` is the mean over heads). Writes one sub-run per variant,
+Collapse", Zhai et al. 2023), with ``entropix.train``'s TrainState and compiled step. Logged
+every ``log_every`` steps: the LM loss, the step's ``optim/`` and ``guard/`` metrics (gradient
+norm, ...) and the normalised per-head attention entropy H[b, h, q] / log(q + 1) averaged over
+batch and queries (``attn/L<l>H<h>``; ``entropy`` is the mean over heads), all computed in the
+train step's forward pass. A step with a non-finite loss or gradient is skipped (the step's
+guard) and counted in ``guard/nonfinite_total``. Writes one sub-run per variant,
 ``attention.md`` and ``plots/attention_heads.png``.
 """
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -22,7 +27,8 @@ from flax import nnx
 from entropix.config import ExperimentConfig
 from entropix.models import Llama, get_preset
 from entropix.tasks import CharTokenizer, corpus, lm_windows
-from experiments.reporting import MetricsLog, markdown_table
+from entropix.train import MetricsLogger, TrainState, make_train_step
+from experiments.reporting import markdown_table
 
 VARIANTS = ("baseline", "sigma_reparam")
 
@@ -69,18 +75,16 @@ def make_model(config: Config, variant: str) -> Llama:
     return Llama(preset, rngs=nnx.Rngs(config.seed))
 
 
-@nnx.jit
-def train_step(model, optimizer, windows):
-    """One Adam step on the next-character loss; returns (loss, head entropy [L, H], |g|)."""
-
-    def loss_of(model):
-        out = model(windows[:, :-1], return_attention_entropy=True)
-        loss = optax.softmax_cross_entropy_with_integer_labels(out.logits, windows[:, 1:])
-        return loss.mean(), head_entropy(out.attention_entropy)
-
-    (loss, heads), grads = nnx.value_and_grad(loss_of, has_aux=True)(model)
-    optimizer.update(model, grads)
-    return loss, heads, optax.global_norm(grads)
+def lm_loss(model, windows, key, controls):
+    """The next-character loss of ``windows [B, T + 1]`` and, from the same forward pass,
+    ``entropy`` (mean over heads) and ``attn/L<l>H<h>`` (see :func:`head_entropy`)."""
+    out = model(windows[:, :-1], return_attention_entropy=True)
+    loss = optax.softmax_cross_entropy_with_integer_labels(out.logits, windows[:, 1:]).mean()
+    heads = head_entropy(out.attention_entropy)
+    metrics = {"entropy": heads.mean()}
+    for layer, head in np.ndindex(heads.shape):
+        metrics[f"attn/L{layer}H{head}"] = heads[layer, head]
+    return loss, metrics
 
 
 def train_variant(config: Config, variant: str, text: str, run_dir: Path) -> dict:
@@ -88,25 +92,22 @@ def train_variant(config: Config, variant: str, text: str, run_dir: Path) -> dic
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r} is not one of {', '.join(VARIANTS)}")
     model = make_model(config, variant)
-    optimizer = nnx.Optimizer(model, optax.adam(config.lr), wrt=nnx.Param)
+    state = TrainState.create(model, optax.adam(config.lr), rng=jax.random.PRNGKey(config.seed))
+    train_step = make_train_step(lm_loss)
     rng = np.random.default_rng(config.seed)
     losses, entropies = [], []
-    with MetricsLog(run_dir / variant) as log:
+    logger = MetricsLogger(
+        run_dir / variant, total_steps=config.steps, progress_every=10 * config.log_every
+    )
+    with contextlib.closing(logger) as log:
         for t in range(config.steps):
             windows = jnp.asarray(lm_windows(text, config.seq_len, config.batch_size, rng))
-            loss, heads, grad_norm = train_step(model, optimizer, windows)
-            losses.append(float(loss))
-            entropies.append(float(heads.mean()))
-            if t % config.log_every == 0 or t == config.steps - 1:
-                scalars = {"loss": loss, "grad_norm": grad_norm, "entropy": heads.mean()}
-                scalars.update(
-                    {
-                        f"attn/L{l}H{h}": heads[l, h]
-                        for l in range(config.layers)
-                        for h in range(config.heads)
-                    }
-                )
-                log.write(t, scalars)
+            state, metrics = train_step(state, windows)
+            metrics = jax.device_get(metrics)
+            losses.append(float(metrics["loss"]))
+            entropies.append(float(metrics["entropy"]))
+            if t == 0 or (t + 1) % config.log_every == 0 or t == config.steps - 1:
+                log.log(t + 1, metrics)
     losses = np.asarray(losses)
     tail = max(1, config.steps // 10)
     finite = losses[np.isfinite(losses)]

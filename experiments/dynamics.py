@@ -12,6 +12,7 @@ GRPO run (``grpo`` section, optional), whose steps log ``dH/predicted`` (the bat
 estimate) and ``dH/measured`` (entropy of the same batch after minus before the update).
 """
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -27,8 +28,9 @@ from entropix.dynamics import (
     pg_logit_update,
     predicted_entropy_change,
 )
+from entropix.train import MetricsLogger
 from experiments import grpo as grpo_experiment
-from experiments.reporting import MetricsLog, markdown_table
+from experiments.reporting import markdown_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,9 +115,12 @@ def run(config: Config, run_dir) -> dict:
     bandit = config.bandit
     curves = jax.device_get(run_bandit_seeds(jax.random.key(config.seed), bandit))
     bandit_dir = run_dir / "bandit"
-    with MetricsLog(bandit_dir, tensorboard=False) as log:  # seed-mean curves
+    logger = MetricsLogger(
+        bandit_dir, total_steps=bandit.steps, tensorboard=False, progress_every=bandit.steps
+    )
+    with contextlib.closing(logger) as log:  # seed-mean curves; step t + 1 = the (t + 1)-th update
         for t in range(bandit.steps):
-            log.write(t, {k: float(v[:, t].mean()) for k, v in curves.items()})
+            log.log(t + 1, {k: float(v[:, t].mean()) for k, v in curves.items()})
     np.savez(bandit_dir / "curves.npz", **{k.replace("/", "_"): v for k, v in curves.items()})
     summary = {
         "bandit_corr": _correlation(curves["dH/predicted"], curves["dH/measured"]),

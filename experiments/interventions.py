@@ -43,15 +43,14 @@ def run(config: Config, run_dir) -> dict:
     run_dir = Path(run_dir)
     rows, summary = [], {}
     for seed in config.seeds:
-        shared_sft = None
+        shared_start = None  # the first method's post-SFT state, copied to the others
         for method, loss in config.methods.items():
             sub = run_dir / (method if len(config.seeds) == 1 else f"{method}_seed{seed}")
-            if shared_sft is not None and not (sub / "checkpoints").is_dir():
-                (sub / "checkpoints").mkdir(parents=True)
-                shutil.copy(shared_sft, sub / "checkpoints" / shared_sft.name)
+            if shared_start is not None and not (sub / grpo.START_DIR).is_dir():
+                shutil.copytree(shared_start, sub / grpo.START_DIR)
             base = dataclasses.replace(config.base, seed=seed, loss=loss, name=method)
             result = grpo.run(base, sub)
-            shared_sft = shared_sft or sub / "checkpoints" / "step_0.npz"
+            shared_start = shared_start or sub / grpo.START_DIR
             stats = summarize(
                 sub / "metrics.jsonl", config.last, config.collapse_fraction, config.initial_window
             )

@@ -11,6 +11,7 @@ entropy + SAM step + model reset), ``deyo`` (patch-shuffle PLPD filter), ``tsall
 ``metrics.jsonl`` holds the source training curve.
 """
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -24,12 +25,14 @@ from flax import nnx
 from entropix.config import ExperimentConfig
 from entropix.losses import REGISTRY
 from entropix.losses.deyo import patch_shuffle
-from entropix.losses.tta import sar_reset_check
 from entropix.models.classifiers import MLPClassifier, norm_affine_filter
+from entropix.optim import sar
 from entropix.tasks import CORRUPTIONS, corrupt, load_digits_split, stream
-from experiments.reporting import MetricsLog, markdown_table
+from entropix.train import MetricsLogger
+from experiments.reporting import markdown_table
 
 METHODS = ("source", "bn_stats", "tent", "eata", "sar", "deyo", "tsallis")
+LOG_EVERY = 20  # source training: log every LOG_EVERY steps (and the first)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +71,7 @@ def forward(graphdef, affine, rest, x, batch_stats: bool):
     return model(x)
 
 
-def train_source(config: Config, x, y, log: MetricsLog):
+def train_source(config: Config, x, y, log: MetricsLogger):
     """Fit the BatchNorm MLP on clean digits with Adam and cross-entropy; returns the model."""
     model = MLPClassifier(64, 10, (config.hidden, config.hidden), rngs=nnx.Rngs(config.seed))
     optimizer = nnx.Optimizer(model, optax.adam(config.train_lr), wrt=nnx.Param)
@@ -89,8 +92,8 @@ def train_source(config: Config, x, y, log: MetricsLog):
     for t in range(config.train_steps):
         idx = rng.integers(0, len(y), config.train_batch)
         loss, acc = step(model, optimizer, jnp.asarray(x[idx]), jnp.asarray(y[idx]))
-        if t % 20 == 0 or t == config.train_steps - 1:
-            log.write(t, {"train/loss": loss, "train/accuracy": acc})
+        if t == 0 or (t + 1) % LOG_EVERY == 0 or t == config.train_steps - 1:
+            log.log(t + 1, {"train/loss": loss, "train/accuracy": acc})
     model.eval()
     return model
 
@@ -100,12 +103,15 @@ def make_adapter(method: str, config: Config, num_classes: int = 10):
     ``step(state, rest, x, key, graphdef) -> (state, logits)`` with ``graphdef, rest`` from
     :func:`split_model`.
 
-    Only the BN affine parameters adapt; predictions are made before the update. The step is
-    compiled once per method and batch shape, whatever the stream.
+    Only the BN affine parameters adapt; predictions are made before the update. SAR's
+    optimizer is :func:`entropix.optim.sar` (SAM step + model recovery) around the SGD of the
+    other methods; its reliable-entropy filter is in its loss. The step is compiled once per
+    method and batch shape, whatever the stream.
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {', '.join(METHODS)}")
     opt = optax.sgd(config.lr, momentum=config.momentum)
+    opt = sar(opt, rho=config.sar_rho) if method == "sar" else optax.with_extra_args_support(opt)
     if method == "tsallis":
         loss = REGISTRY["tsallis_tta"].factory(q=config.tsallis_q)
     elif method not in ("source", "bn_stats"):
@@ -131,26 +137,18 @@ def make_adapter(method: str, config: Config, num_classes: int = 10):
         if method in ("source", "bn_stats"):
             return state, logits_of(state["bn"], model, x, method == "bn_stats")
         grad_fn = jax.value_and_grad(objective, has_aux=True)
-        (value, (logits, extra)), grads = grad_fn(state["bn"], state, model, x, key)
-        if method == "sar":  # SAM: gradient at the worst-case neighbour bn + rho g / |g|
-            norm = optax.global_norm(grads)
-            eps = jax.tree.map(lambda g: config.sar_rho * g / (norm + 1e-12), grads)
-            neighbour = jax.tree.map(jnp.add, state["bn"], eps)
-            grads = jax.grad(lambda b: objective(b, state, model, x, key)[0])(neighbour)
-        updates, opt_state = opt.update(grads, state["opt"], state["bn"])
+        (_, (logits, extra)), grads = grad_fn(state["bn"], state, model, x, key)
+        value_and_grad_fn = jax.value_and_grad(lambda b: objective(b, state, model, x, key)[0])
+        updates, opt_state = opt.update(
+            grads, state["opt"], state["bn"], value_and_grad_fn=value_and_grad_fn
+        )
         new = {**state, **extra, "bn": optax.apply_updates(state["bn"], updates), "opt": opt_state}
-        if method == "sar":  # model recovery: back to the source when the loss EMA is tiny
-            ema, reset = sar_reset_check(state["ema"], value)
-            new["bn"] = jax.tree.map(lambda a, b: jnp.where(reset, b, a), new["bn"], state["bn0"])
-            new["ema"] = jnp.where(reset, jnp.nan, ema)
         return new, logits
 
     def init(bn0):
         state = {"bn": bn0, "opt": opt.init(bn0)}
         if method == "eata":
             state["prob_ema"] = jnp.zeros(num_classes)
-        if method == "sar":
-            state["ema"], state["bn0"] = jnp.array(jnp.nan), bn0
         return state
 
     return init, jax.jit(step, static_argnames="graphdef")
@@ -174,7 +172,8 @@ def run(config: Config, run_dir) -> dict:
     """Train the source model, evaluate every method on every stream, write the table."""
     run_dir = Path(run_dir)
     x, y, xt, yt = load_digits_split(seed=config.seed)
-    with MetricsLog(run_dir) as log:
+    logger = MetricsLogger(run_dir, total_steps=config.train_steps, progress_every=5 * LOG_EVERY)
+    with contextlib.closing(logger) as log:
         model = train_source(config, x, y, log)
     rng = np.random.default_rng(config.seed)
     streams = [("clean", 0, xt, config.batch_size, "random")]

@@ -1,11 +1,11 @@
 """Checkpoints with orbax ``CheckpointManager``: periodic async saves, exact resume, fallback.
 
-Layout: ``<directory>/<step>/state`` (every array of the TrainState: params, model state,
-optimizer state, controller states, RNG, step, data position, guard counters; one entry per
-leaf, named by its pytree path) and ``<directory>/<step>/meta`` (JSON: format, step,
-data_position and a uint32 fingerprint per leaf). Orbax writes each step into a temporary
-directory and renames it when complete, so a process killed mid-save leaves no half-written
-step behind.
+Layout: ``<directory>/<step>/state`` (every array leaf of the saved pytree, one entry per leaf,
+named by its pytree path; for a TrainState: params, model state, optimizer state, controller
+states, RNG, step, data position, guard counters) and ``<directory>/<step>/meta`` (JSON:
+format, step, ``data_position`` when the pytree has one, and a uint32 fingerprint per leaf).
+Orbax writes each step into a temporary directory and renames it when complete, so a process
+killed mid-save leaves no half-written step behind.
 
 Restore walks the steps newest first. A step that fails to load (missing or truncated files),
 whose leaves do not match the expected state, or whose restored arrays do not reproduce the
@@ -76,8 +76,8 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-    """Save a TrainState every ``every`` steps (keep the newest ``keep``); restore the newest
-    intact one (see the module docstring)."""
+    """Save a pytree (a TrainState, or any pytree of arrays) every ``every`` steps (keep the
+    newest ``keep``); restore the newest intact one (see the module docstring)."""
 
     def __init__(
         self,
@@ -104,29 +104,27 @@ class Checkpointer:
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def save(self, state, *, force: bool = False) -> bool:
-        """Save at ``state.step`` if it is on the interval (or ``force``); returns whether it did.
+    def save(self, tree, *, step: int | None = None, force: bool = False) -> bool:
+        """Save ``tree`` as step ``step`` (default ``tree.step``, as on a TrainState) if the step
+        is on the interval (or ``force``) and not saved yet; returns whether it saved.
 
         Asynchronous when enabled: the arrays are copied off the devices before this returns,
         the files are written in the background (``wait()`` blocks until they are).
         """
-        step = int(jax.device_get(state.step))
+        step = int(jax.device_get(tree.step if step is None else step))
         if not force and step % self.every:
             return False
         if step in self._manager.all_steps():
             return False
-        flat = {k: v for k, v in flatten_state(state).items() if v.size}  # orbax: no empty arrays
-        meta = {
-            "format": FORMAT,
-            "step": step,
-            "data_position": int(jax.device_get(state.data_position)),
-            "fingerprint": fingerprint(flat),
-        }
+        flat = {k: v for k, v in flatten_state(tree).items() if v.size}  # orbax: no empty arrays
+        meta = {"format": FORMAT, "step": step, "fingerprint": fingerprint(flat)}
+        if hasattr(tree, "data_position"):
+            meta["data_position"] = int(jax.device_get(tree.data_position))
         args = ocp.args.Composite(state=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta))
         return bool(self._manager.save(step, args=args, force=True))
 
     def restore(self, abstract_state, shardings=None):
-        """The newest intact checkpoint as a state shaped like ``abstract_state`` (arrays or
+        """The newest intact checkpoint as a pytree shaped like ``abstract_state`` (arrays or
         ShapeDtypeStructs; static fields are taken from it), placed with ``shardings`` (a
         matching pytree of shardings; default: each leaf's own sharding, else device 0).
         Returns None when no step can be restored.

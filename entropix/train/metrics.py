@@ -5,7 +5,7 @@
     {"step": 12,                 # int, the step just completed (1-based: state.step after it)
      "time": 1732312345.6,       # float, unix time when the record was written
      "elapsed_s": 42.1,          # float, seconds since this process started logging
-     "steps_per_s": 3.2,         # float, smoothed training rate (EMA over steps, 0.9)
+     "steps_per_s": 3.2,         # float, smoothed training rate (EMA over records, 0.9)
      "loss": 0.731,              # every metric of the train step, flat "group/name" keys:
      "entropy": 1.21,            #   the loss function's metrics (e.g. "<term>/loss"),
      "optim/grad_norm": 0.4,     #   optim/*, controls/*, guard/* (see entropix.train.step)
@@ -18,7 +18,8 @@ step are dropped first, so the file never holds a step twice.
 TensorBoard: ``<run_dir>/tensorboard/`` (tensorboardX), one scalar per metric per step
 (non-finite values skipped). Progress: on a terminal one line rewritten in place (step/total,
 loss, entropy, reward, steps/s, skipped steps); otherwise a plain line every
-``progress_every`` steps. Only process 0 writes anything.
+``progress_every`` steps. Only process 0 writes anything. The rate counts the steps between
+two records, so a caller may log every N-th step only.
 """
 
 import json
@@ -88,6 +89,7 @@ class MetricsLogger:
         self.stream = sys.stdout if stream is None else stream
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.start = self.last = time.time()
+        self.last_step = resume_step
         self.rate = 0.0
         self._file = self._tb = None
         if not self.enabled:
@@ -108,9 +110,9 @@ class MetricsLogger:
     def log(self, step: int, metrics: Mapping[str, float]) -> dict:
         """Record the metrics of ``step``; returns the JSON record."""
         now = time.time()
-        dt = max(now - self.last, 1e-9)
-        self.rate = 1.0 / dt if self.rate == 0.0 else 0.9 * self.rate + 0.1 / dt
-        self.last = now
+        rate = max(step - self.last_step, 1) / max(now - self.last, 1e-9)
+        self.rate = rate if self.rate == 0.0 else 0.9 * self.rate + 0.1 * rate
+        self.last, self.last_step = now, step
         values = {k: float(v) for k, v in metrics.items()}
         record = {"step": int(step), "time": now, "elapsed_s": now - self.start}
         record["steps_per_s"] = self.rate

@@ -33,7 +33,7 @@ def test_smoke_run_writes_metrics_tables_and_plots(tmp_path):
     assert summary["bandit_corr"] > 0.99 and summary["bandit_rel_error"] < 0.2
     assert summary["bandit_ceiling"] <= 1.0 + 1e-3  # rewards are in [0, 1]
     rows = [json.loads(line) for line in (tmp_path / "bandit" / "metrics.jsonl").open()]
-    assert len(rows) == 40 and rows[0]["step"] == 0 and rows[-1]["entropy"] < rows[0]["entropy"]
+    assert len(rows) == 40 and rows[0]["step"] == 1 and rows[-1]["entropy"] < rows[0]["entropy"]
     assert "bandit_corr" in (tmp_path / "dynamics.md").read_text()
     written = plot_run(tmp_path)
     assert {p.name for p in written} == {"curves.png", "entropy_change.png"}

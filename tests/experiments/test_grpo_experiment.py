@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,23 @@ def test_baseline_learns_and_entropy_falls(baseline):
     assert all(np.isfinite(r["dH/predicted"]) and np.isfinite(r["dH/measured"]) for r in steps)
 
 
-def test_rerun_resumes_from_checkpoint_without_duplicate_steps(baseline, tmp_path):
+def _without_times(rows):
+    return [
+        {k: v for k, v in r.items() if k not in ("time", "elapsed_s", "steps_per_s")} for r in rows
+    ]
+
+
+def test_resume_from_an_earlier_checkpoint_is_exact(baseline, tmp_path):
+    run_dir, _, rows = baseline
+    shutil.copytree(run_dir, tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "16")  # the newest left is step 8
+    grpo.run(_config(), tmp_path / "run")
+    again = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert again[:9] == rows[:9]  # step 0 (evaluation) and steps 1-8 kept as written
+    assert _without_times(again) == _without_times(rows)  # steps 9-16 recomputed identically
+
+
+def test_rerun_resumes_from_checkpoint_without_duplicate_steps(baseline):
     run_dir, _, rows = baseline
     longer = _config(["train.steps=20"])
     grpo.run(longer, run_dir)

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from entropix.tasks import corrupt, load_digits_split
-from experiments.reporting import MetricsLog
+from entropix.train import MetricsLogger
 from experiments.tta import Config, evaluate, make_adapter, run, split_model, train_source
 
 
@@ -14,8 +14,9 @@ from experiments.tta import Config, evaluate, make_adapter, run, split_model, tr
 def source(tmp_path_factory):
     config = Config(train_steps=150, lr=0.05)
     x, y, xt, yt = load_digits_split(seed=0)
-    with MetricsLog(tmp_path_factory.mktemp("src"), tensorboard=False) as log:
-        model = train_source(config, x, y, log)
+    log = MetricsLogger(tmp_path_factory.mktemp("src"), tensorboard=False)
+    model = train_source(config, x, y, log)
+    log.close()
     noisy = corrupt(xt, "gaussian_noise", 5, np.random.default_rng(0))
     return config, model, xt, yt, noisy
 

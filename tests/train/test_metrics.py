@@ -39,6 +39,14 @@ def test_jsonl_schema_and_nonfinite_as_null(tmp_path):
     assert any((tmp_path / "tensorboard").iterdir())
 
 
+def test_rate_counts_the_steps_between_records(tmp_path):
+    logger = MetricsLogger(tmp_path, resume_step=10, stream=io.StringIO(), tensorboard=False)
+    logger.last -= 2.0  # the first record comes 2 s after the start: 10 steps -> 5 steps/s
+    first = logger.log(20, {"loss": 1.0})
+    logger.close()
+    assert 4.0 < first["steps_per_s"] <= 5.0
+
+
 def test_resume_drops_records_after_the_restored_step(tmp_path):
     _log(tmp_path, range(1, 7), tensorboard=False)
     with (tmp_path / "metrics.jsonl").open("a") as f:
