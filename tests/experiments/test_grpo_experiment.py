@@ -2,6 +2,7 @@ import json
 import shutil
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -61,7 +62,14 @@ def test_resume_from_an_earlier_checkpoint_is_exact(baseline, tmp_path):
     grpo.run(_config(), tmp_path / "run")
     again = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert again[:9] == rows[:9]  # step 0 (evaluation) and steps 1-8 kept as written
-    assert _without_times(again) == _without_times(rows)  # steps 9-16 recomputed identically
+    if jax.default_backend() == "cpu":
+        assert _without_times(again) == _without_times(rows)  # steps 9-16 recomputed identically
+    else:  # XLA's GPU reductions are not deterministic by default (docs/training.md)
+        for a, b in zip(_without_times(again), _without_times(rows), strict=True):
+            assert a.keys() == b.keys()
+            np.testing.assert_allclose(
+                [a[k] for k in a], [b[k] for k in a], rtol=1e-4, atol=1e-6, err_msg=str(a["step"])
+            )
 
 
 def test_rerun_resumes_from_checkpoint_without_duplicate_steps(baseline):

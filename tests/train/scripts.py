@@ -1,4 +1,8 @@
-"""Run a script of ``tests/train`` in a fresh Python (JAX device flags need a fresh process)."""
+"""Run a script of ``tests/train`` in a fresh Python (JAX device flags need a fresh process).
+
+The scripts simulate devices and hosts on CPU, so they run with ``JAX_PLATFORMS=cpu`` (on a GPU
+or TPU machine JAX would otherwise pick the accelerator and ignore ``jax_num_cpu_devices``).
+"""
 
 import os
 import socket
@@ -14,6 +18,7 @@ def script_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("XLA_FLAGS", None)
+    env["JAX_PLATFORMS"] = "cpu"
     return env
 
 
