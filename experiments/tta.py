@@ -5,7 +5,8 @@ online on corrupted test streams (gaussian noise, blur, contrast, impulse at sev
 severities; a label-sorted stream; batch size 1). Each batch is predicted first and then used
 for one adaptation step of the BatchNorm affine parameters (the Tent protocol). Methods:
 ``source`` (no adaptation, running BN statistics), ``bn_stats`` (test-batch BN statistics, no
-update), ``tent``, ``eata`` (without the Fisher anti-forgetting term), ``sar`` (reliable
+update), ``tent``, ``eata`` (with its Fisher anti-forgetting term, the Fisher estimated on
+clean training digits, see :func:`eata_fisher`), ``sar`` (reliable
 entropy + SAM step + model reset), ``deyo`` (patch-shuffle PLPD filter), ``tsallis``
 (Tsallis-entropy Tent). Writes ``tta.md`` (accuracy table) and ``tta.json``;
 ``metrics.jsonl`` holds the source training curve.
@@ -23,7 +24,7 @@ import optax
 from flax import nnx
 
 from entropix.config import ExperimentConfig
-from entropix.losses import REGISTRY
+from entropix.losses import REGISTRY, fisher_diagonal, fisher_penalty
 from entropix.losses.deyo import patch_shuffle
 from entropix.models.classifiers import MLPClassifier, norm_affine_filter
 from entropix.optim import sar
@@ -50,6 +51,8 @@ class Config(ExperimentConfig):
     momentum: float = 0.9
     sar_rho: float = 0.05
     tsallis_q: float = 0.5
+    eata_fisher_beta: float = 2000.0  # EATA's beta (paper default)
+    eata_fisher_samples: int = 512  # clean samples for the Fisher estimate (paper: 2000)
     extra_streams: bool = True  # label-sorted and batch-size-1 streams on corruptions[0]
 
 
@@ -98,10 +101,33 @@ def train_source(config: Config, x, y, log: MetricsLogger):
     return model
 
 
-def make_adapter(method: str, config: Config, num_classes: int = 10):
+def eata_fisher(model, x, config: Config):
+    """EATA's diagonal Fisher of the BN affine parameters: F = mean over batches of g_b^2, g_b
+    the gradient of the cross-entropy with the source model's own predictions (pseudo labels)
+    on batch b of the first ``eata_fisher_samples`` clean samples, BN in batch-statistics mode
+    as during adaptation. Returns a pytree shaped like ``split_model(model)[1]``."""
+    graphdef, affine, rest = split_model(model)
+
+    @jax.jit
+    def batch_grad(xb):
+        def ce(bn):
+            logits = forward(graphdef, bn, rest, xb, True)
+            labels = jax.lax.stop_gradient(logits.argmax(-1))
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        return jax.grad(ce)(affine)
+
+    xs = np.asarray(x[: config.eata_fisher_samples])
+    grads = [batch_grad(jnp.asarray(xs[i : i + config.batch_size]))
+             for i in range(0, len(xs), config.batch_size)]  # fmt: skip
+    return fisher_diagonal(jax.tree.map(lambda *g: jnp.stack(g), *grads))
+
+
+def make_adapter(method: str, config: Config, num_classes: int = 10, fisher=None):
     """(init, step) for ``method``: ``init(affine) -> state`` and the jitted
     ``step(state, rest, x, key, graphdef) -> (state, logits)`` with ``graphdef, rest`` from
-    :func:`split_model`.
+    :func:`split_model`. ``eata`` needs ``fisher`` (from :func:`eata_fisher`): its loss adds
+    ``beta * sum F (theta - theta_0)^2`` with theta_0 the affine parameters ``init`` got.
 
     Only the BN affine parameters adapt; predictions are made before the update. SAR's
     optimizer is :func:`entropix.optim.sar` (SAM step + model recovery) around the SGD of the
@@ -110,6 +136,8 @@ def make_adapter(method: str, config: Config, num_classes: int = 10):
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {', '.join(METHODS)}")
+    if method == "eata" and fisher is None:
+        raise ValueError("method='eata' needs fisher=eata_fisher(model, clean_x, config)")
     opt = optax.sgd(config.lr, momentum=config.momentum)
     opt = sar(opt, rho=config.sar_rho) if method == "sar" else optax.with_extra_args_support(opt)
     if method == "tsallis":
@@ -125,6 +153,7 @@ def make_adapter(method: str, config: Config, num_classes: int = 10):
         logits = logits_of(bn, model, x, True)
         if method == "eata":
             value, (_, ema) = loss(logits, state["prob_ema"])
+            value += fisher_penalty(bn, state["anchor"], fisher, config.eata_fisher_beta)
             return value, (logits, {"prob_ema": ema})
         if method == "deyo":
             frozen_bn = jax.lax.stop_gradient(bn)
@@ -149,6 +178,7 @@ def make_adapter(method: str, config: Config, num_classes: int = 10):
         state = {"bn": bn0, "opt": opt.init(bn0)}
         if method == "eata":
             state["prob_ema"] = jnp.zeros(num_classes)
+            state["anchor"] = bn0
         return state
 
     return init, jax.jit(step, static_argnames="graphdef")
@@ -187,7 +217,8 @@ def run(config: Config, run_dir) -> dict:
         xc = corrupt(xt, kind, severity, np.random.default_rng(config.seed + 1))
         streams.append((kind, severity, xc, config.batch_size, "label-sorted"))
         streams.append((kind, severity, xc, 1, "random"))
-    adapters = {method: make_adapter(method, config) for method in config.methods}
+    fisher = eata_fisher(model, x, config) if "eata" in config.methods else None
+    adapters = {method: make_adapter(method, config, fisher=fisher) for method in config.methods}
     results = []
     for kind, severity, xs, batch_size, order in streams:
         row = {"corruption": kind, "severity": severity, "batch_size": batch_size, "order": order}

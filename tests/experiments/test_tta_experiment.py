@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import jax
 import numpy as np
@@ -7,7 +8,15 @@ from flax import nnx
 
 from entropix.tasks import corrupt, load_digits_split
 from entropix.train import MetricsLogger
-from experiments.tta import Config, evaluate, make_adapter, run, split_model, train_source
+from experiments.tta import (
+    Config,
+    eata_fisher,
+    evaluate,
+    make_adapter,
+    run,
+    split_model,
+    train_source,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +37,10 @@ def test_source_model_learns_clean_digits(source):
 
 
 def test_tent_beats_source_on_noise_and_every_method_runs(source):
-    config, model, _, yt, noisy = source
+    config, model, xt, yt, noisy = source
+    fisher = eata_fisher(model, xt, config)
     accs = {
-        m: evaluate(make_adapter(m, config), model, noisy, yt, 64, "random", 0)
+        m: evaluate(make_adapter(m, config, fisher=fisher), model, noisy, yt, 64, "random", 0)
         for m in ("source", "tent", "eata", "sar", "deyo", "tsallis")
     }
     assert accs["tent"] > accs["source"]
@@ -73,3 +83,25 @@ def test_smoke_run_table(tmp_path):
     ]
     assert "| gaussian_noise | 5 |" in (tmp_path / "tta.md").read_text()
     assert (tmp_path / "metrics.jsonl").is_file()
+
+
+def test_eata_fisher_term_anchors_the_affine_parameters(source):
+    config, model, xt, _, noisy = source
+    graphdef, affine, rest = split_model(model)
+    fisher = eata_fisher(model, xt, config)
+    assert jax.tree.structure(fisher) == jax.tree.structure(affine)
+    assert all(np.all(np.asarray(f) >= 0) for f in jax.tree.leaves(fisher))
+    assert sum(float(np.sum(f)) for f in jax.tree.leaves(fisher)) > 0
+
+    def drift(beta):
+        init, step = make_adapter("eata", replace(config, eata_fisher_beta=beta), fisher=fisher)
+        state = init(affine)
+        for i in range(5):
+            state, _ = step(state, rest, noisy[64 * i : 64 * (i + 1)], jax.random.key(i), graphdef)
+        moved = jax.tree.map(lambda a, b: np.sum((np.asarray(a) - np.asarray(b)) ** 2),
+                             state["bn"], affine)  # fmt: skip
+        return sum(jax.tree.leaves(moved))
+
+    assert drift(1e6) < 0.5 * drift(0.0)  # a strong Fisher term holds theta near theta_0
+    with pytest.raises(ValueError, match="needs fisher"):
+        make_adapter("eata", config)
