@@ -127,13 +127,13 @@ def _plot_heads(run_dir: Path, config: Config) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from entropix.commands.plot import read_metrics, series
+    from entropix.commands.plot import metrics_table, series
 
     fig, axes = plt.subplots(
         1, len(config.variants), figsize=(5 * len(config.variants), 3.5), squeeze=False, sharey=True
     )
     for ax, variant in zip(axes[0], config.variants, strict=True):
-        table = read_metrics(run_dir / variant / "metrics.jsonl")
+        table = metrics_table(run_dir / variant)
         for key in sorted(k for k in table if k.startswith("attn/")):
             ax.plot(*series(table, key), lw=0.8, label=key[5:])
         ax.set_title(f"{variant}: attention entropy per head")

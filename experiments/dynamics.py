@@ -137,9 +137,9 @@ def run(config: Config, run_dir) -> dict:
     }
     if config.grpo is not None:
         grpo_summary = grpo_experiment.run(config.grpo, run_dir / "grpo")
-        from entropix.commands.plot import read_metrics, series
+        from entropix.commands.plot import metrics_table, series
 
-        table = read_metrics(run_dir / "grpo" / "metrics.jsonl")
+        table = metrics_table(run_dir / "grpo")
         steps_p, predicted = series(table, "dH/predicted")
         steps_m, measured = series(table, "dH/measured")
         _, ip, im = np.intersect1d(steps_p, steps_m, return_indices=True)

@@ -493,7 +493,7 @@ def run(config: Config, run_dir) -> dict:
     checkpointer.close()
     from entropix.commands.compare import summarize
 
-    summary = summarize(run_dir / "metrics.jsonl")
+    summary = summarize(run_dir)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
     evals = [r["eval/accuracy"] for r in rows if r.get("eval/accuracy") is not None]
     summary.update(

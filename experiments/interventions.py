@@ -51,9 +51,7 @@ def run(config: Config, run_dir) -> dict:
             base = dataclasses.replace(config.base, seed=seed, loss=loss, name=method)
             result = grpo.run(base, sub)
             shared_start = shared_start or sub / grpo.START_DIR
-            stats = summarize(
-                sub / "metrics.jsonl", config.last, config.collapse_fraction, config.initial_window
-            )
+            stats = summarize(sub, config.last, config.collapse_fraction, config.initial_window)
             collapsed = stats["collapse_step"] is not None
             rows.append(
                 [

@@ -9,7 +9,7 @@ sub-runs (a sweep) contributes one row per sub-run.
 
 import numpy as np
 
-from entropix.commands.plot import find_runs, read_metrics, series
+from entropix.commands.plot import find_runs, metrics_table, series
 
 
 def add_arguments(parser):
@@ -19,13 +19,13 @@ def add_arguments(parser):
     parser.add_argument("--window", type=int, default=5, help="steps averaged for H_0")
 
 
-def summarize(metrics_path, last: int = 5, fraction: float = 0.5, window: int = 5) -> dict:
-    """{final_reward, final_entropy, collapse_step} of one metrics.jsonl."""
+def summarize(run_dir, last: int = 5, fraction: float = 0.5, window: int = 5) -> dict:
+    """{final_reward, final_entropy, collapse_step} of one run's metrics.jsonl."""
     import jax.numpy as jnp
 
     from entropix.dynamics import collapse_step
 
-    table = read_metrics(metrics_path)
+    table = metrics_table(run_dir)
     row = {}
     for key in ("reward", "entropy"):
         _, values = series(table, key)

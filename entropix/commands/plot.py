@@ -5,28 +5,31 @@ of a sweep) and writes ``RUN_DIR/plots/curves.png`` and, when the run logged bot
 ``dH/predicted`` and ``dH/measured``, ``RUN_DIR/plots/entropy_change.png``.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+METRICS_FILE = "metrics.jsonl"  # entropix.train.metrics.METRICS_FILE (not imported: start-up)
+
 CURVES = ("entropy", "reward")
-METRICS_FILE = "metrics.jsonl"
 
 
 def add_arguments(parser):
     parser.add_argument("run_dir", help="a run directory written by `entropix run`")
 
 
-def read_metrics(path) -> dict[str, np.ndarray]:
-    """metrics.jsonl -> {key: values [steps]} (NaN where a line lacks the key), with 'step'."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+def metrics_table(run_dir) -> dict[str, np.ndarray]:
+    """``<run_dir>/metrics.jsonl`` as columns: {key: values [records]} (NaN where a record lacks
+    the key or held null; keys with non-numeric values left out), with 'step'."""
+    from entropix.train import read_metrics  # the training layer imports orbax: only when used
+
+    rows = read_metrics(run_dir)
     keys = list(dict.fromkeys(k for row in rows for k in row))
     table = {}
     for key in keys:
-        values = [row.get(key) for row in rows]
-        if all(isinstance(v, int | float) or v is None for v in values):
-            table[key] = np.array([np.nan if v is None else v for v in values], np.float64)
+        values = [row.get(key, np.nan) for row in rows]
+        if all(isinstance(v, int | float) for v in values):
+            table[key] = np.array(values, np.float64)
     if "step" not in table:
         table["step"] = np.arange(len(rows), dtype=np.float64)
     return table
@@ -51,15 +54,16 @@ def smooth(values: np.ndarray, fraction: float = 0.05) -> np.ndarray:
 
 
 def find_runs(run_dir) -> dict[str, Path]:
-    """Label -> metrics.jsonl for the run and its direct sub-runs (sorted)."""
+    """Label -> run directory, for the run and its direct sub-runs (sorted) that hold a
+    metrics.jsonl."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {str(run_dir)!r} not found")
     runs = {}
     if (run_dir / METRICS_FILE).is_file():
-        runs[run_dir.name] = run_dir / METRICS_FILE
+        runs[run_dir.name] = run_dir
     for sub in sorted(p for p in run_dir.iterdir() if (p / METRICS_FILE).is_file()):
-        runs[sub.name] = sub / METRICS_FILE
+        runs[sub.name] = sub
     if not runs:
         raise FileNotFoundError(f"no {METRICS_FILE} in {str(run_dir)!r} or its sub-directories")
     return runs
@@ -72,7 +76,7 @@ def plot_run(run_dir) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = {label: read_metrics(path) for label, path in find_runs(run_dir).items()}
+    runs = {label: metrics_table(path) for label, path in find_runs(run_dir).items()}
     out = Path(run_dir) / "plots"
     out.mkdir(exist_ok=True)
     written = []

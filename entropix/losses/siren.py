@@ -76,14 +76,18 @@ def top_p_entropy(logits, top_p: float = 0.8):
     return jnp.log(mass) - jnp.sum(p * jnp.where(keep, logp, 0.0), axis=-1) / mass
 
 
+def _peak(entropy, valid, quantile: float):
+    """Bool mask of the valid tokens whose ``entropy`` is at or above its ``quantile``."""
+    return quantile_mask(jax.lax.stop_gradient(entropy), valid, quantile)
+
+
 def peak_entropy_mask(quantile: float = 0.8, top_p: float = 0.8) -> Selector:
     """Tokens whose top-p entropy is at or above the ``quantile`` of the batch's valid tokens."""
     _check_fraction(quantile, "quantile")
 
     def fn(batch: PolicyBatch):
         logits = batch.require("logits", "peak_entropy_mask")
-        entropy = jax.lax.stop_gradient(top_p_entropy(logits, top_p))
-        return quantile_mask(entropy, batch.mask, quantile)
+        return _peak(top_p_entropy(logits, top_p), batch.mask, quantile)
 
     return Selector(f"peak{quantile:g}", fn)
 
@@ -118,8 +122,7 @@ def siren(coef: float = 5e-3, top_p: float = 0.8, quantile: float = 0.8) -> Term
         logits = batch.require("logits", "siren")
         anchor = batch.control("entropy_anchor", "siren")
         entropy = top_p_entropy(logits, top_p)  # once, for the peak mask and the loss
-        peak = quantile_mask(jax.lax.stop_gradient(entropy), batch.mask, quantile)
-        selected = mask * peak.astype(jnp.float32)
+        selected = mask * _peak(entropy, batch.mask, quantile).astype(jnp.float32)
         mean_entropy = masked_mean(entropy, selected)
         metrics = {"entropy": mean_entropy, "selected_fraction": masked_mean(selected, mask)}
         return (mean_entropy - anchor) ** 2, metrics

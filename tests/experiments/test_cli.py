@@ -1,5 +1,8 @@
 import json
+import os
 from pathlib import Path
+
+import numpy as np
 
 from entropix.cli import main
 
@@ -59,3 +62,22 @@ def test_config_errors_are_one_line_exit_2(tmp_path, capsys):
     assert "did you mean" in err and "grpo_addition_tiny.yaml'?" in err
     assert main(["plot", str(tmp_path)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_metrics_table_reads_the_training_layers_log(tmp_path):
+    from entropix.commands.plot import METRICS_FILE, find_runs, metrics_table
+    from entropix.train import MetricsLogger
+    from entropix.train.metrics import METRICS_FILE as TRAIN_METRICS_FILE
+
+    assert METRICS_FILE == TRAIN_METRICS_FILE
+    logger = MetricsLogger(tmp_path / "run", tensorboard=False, stream=open(os.devnull, "w"))  # noqa: SIM115
+    logger.log(1, {"entropy": 1.5})
+    logger.log(2, {"entropy": float("nan"), "reward": 0.25})
+    logger.close()
+    with (tmp_path / "run" / METRICS_FILE).open("a") as f:
+        f.write('{"step": 3, "entr')  # a line torn by a killed process
+    assert find_runs(tmp_path / "run") == {"run": tmp_path / "run"}
+    table = metrics_table(tmp_path / "run")
+    np.testing.assert_array_equal(table["step"], [1, 2])
+    np.testing.assert_array_equal(table["entropy"], [1.5, np.nan])
+    np.testing.assert_array_equal(table["reward"], [np.nan, 0.25])
