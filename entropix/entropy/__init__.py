@@ -13,6 +13,7 @@ from entropix.entropy.distribution import (
     varentropy,
 )
 from entropix.entropy.fused import naive_token_logprobs_and_entropy, token_logprobs_and_entropy
+from entropix.entropy.nucleus import nucleus_mask, top_p_entropy
 from entropix.entropy.reductions import (
     AGGREGATION_MODES,
     aggregate,
@@ -43,10 +44,12 @@ __all__ = [
     "masked_var",
     "matrix_entropy",
     "naive_token_logprobs_and_entropy",
+    "nucleus_mask",
     "rankme",
     "renyi_entropy",
     "shannon_entropy",
     "token_logprobs_and_entropy",
+    "top_p_entropy",
     "tsallis_entropy",
     "varentropy",
 ]

@@ -6,6 +6,7 @@ target y becomes the probability mass that N(y, sigma^2) puts on each bin (renor
 support), and the value head's m logits are trained with cross-entropy against it.
 """
 
+import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
 
@@ -58,6 +59,41 @@ def hl_gauss_transform(
     return to_probs, to_scalar
 
 
+@jax.custom_vjp
+def _cross_entropy(logits, target_probs):
+    """(-sum_i q_i log softmax(z)_i, softmax(z)) over the last axis, from one exponential pass.
+
+    With m = max z, s = sum_i exp(z_i - m) and p = softmax(z):
+        CE = (sum_i q_i) (m + log s) - sum_{i: q_i > 0} q_i z_i,   dCE/dz = (sum_i q_i) p - q
+    (a bin with q_i = 0 contributes nothing even where z_i = -inf). The softmax p comes back for
+    the predicted value; gradients through it are exact too (the softmax Jacobian). The
+    target histogram gets no gradient.
+    """
+    return _cross_entropy_fwd(logits, target_probs)[0]
+
+
+def _cross_entropy_fwd(logits, target_probs):
+    z = jnp.asarray(logits, jnp.float32)
+    top = jnp.max(z, axis=-1, keepdims=True)
+    e = jnp.exp(z - top)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    p = e / total
+    mass = jnp.sum(target_probs, axis=-1)
+    lse = (top + jnp.log(total))[..., 0]
+    ce = mass * lse - jnp.sum(jnp.where(target_probs > 0, target_probs * z, 0.0), axis=-1)
+    return (ce, p), (p, target_probs, mass)
+
+
+def _cross_entropy_bwd(residuals, cotangents):
+    p, target_probs, mass = residuals
+    g_ce, g_p = cotangents
+    softmax_vjp = p * (g_p - jnp.sum(p * g_p, axis=-1, keepdims=True))
+    return g_ce[..., None] * (mass[..., None] * p - target_probs) + softmax_vjp, None
+
+
+_cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
+
+
 @register(
     "hl_gauss",
     paper="Stop Regressing: Training Value Functions via Classification for Scalable Deep RL",
@@ -90,12 +126,8 @@ def hl_gauss(min_value: float, max_value: float, num_bins: int, sigma_ratio: flo
         check_shape(logits, "logits", (*jnp.shape(targets), num_bins))
         if mask is not None:
             check_mask(mask, "mask", jnp.shape(targets))
-        target_probs = to_probs(targets)
-        logp = log_softmax(logits)
-        # Bins with zero target mass contribute nothing, even where a logit is -inf.
-        terms = jnp.where(target_probs > 0, target_probs * logp, 0.0)
-        cross_entropy = -jnp.sum(terms, axis=-1)
-        value = jnp.sum(jnp.exp(logp) * centres, axis=-1)  # to_scalar(logits), same log-softmax
+        cross_entropy, probs = _cross_entropy(logits, to_probs(targets))
+        value = jnp.sum(probs * centres, axis=-1)  # to_scalar(logits), from the same softmax
         metrics = {
             "value": masked_mean(value, mask),
             "value_error": masked_mean(jnp.abs(value - targets), mask),

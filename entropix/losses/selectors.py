@@ -10,9 +10,9 @@ rank utilities used by the selection methods: :func:`top_k_mask` (exactly k by r
 :func:`fraction_count` (k = max(1, floor(fraction * N))), :func:`quantile_mask` (at or above a
 quantile), :func:`masked_quantile`, :func:`order_statistic` and :func:`valid_count`.
 
-None of them sorts: the k-th largest value is found by a bitwise search over order-preserving
-uint32 keys of the float32 values (32 counting passes over the tokens), which on CPU is several
-times faster than a sort of all B*T tokens and gives the same selection.
+None of them sorts: the k-th largest value is found by a radix selection over order-preserving
+uint32 keys of the float32 values (three histogram passes over the tokens), which on CPU is
+several times faster than a sort of all B*T tokens and gives the same selection.
 """
 
 from collections.abc import Callable
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from entropix.entropy.nucleus import from_order_keys, order_keys
 from entropix.losses.batch import PolicyBatch
 
 
@@ -70,32 +71,38 @@ def valid_count(mask) -> jax.Array:
     return jnp.sum(mask > 0).astype(jnp.int32)
 
 
-def order_keys(values) -> jax.Array:
-    """uint32 keys in the order of float32 ``values``: -0.0 and 0.0 get the same key and NaN
-    the lowest key 0, below -inf (as a descending ``jnp.sort`` / ``jnp.argsort`` places it)."""
-    x = jnp.asarray(values, jnp.float32)
-    bits = jax.lax.bitcast_convert_type(jnp.where(x == 0, 0.0, x), jnp.uint32)
-    keys = jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(1 << 31))
-    return jnp.where(jnp.isnan(x), jnp.uint32(0), keys)
-
-
-def from_order_keys(keys) -> jax.Array:
-    """Inverse of :func:`order_keys` on the keys of non-NaN values (float32)."""
-    bits = jnp.where(keys >> 31 == 1, keys & jnp.uint32((1 << 31) - 1), ~keys)
-    return jax.lax.bitcast_convert_type(bits, jnp.float32)
+# bits of the key resolved per round of the radix search: 2^11 histogram buckets, 3 rounds
+_DIGIT_BITS = 11
 
 
 def _kth_largest_key(keys, k, bits: int = 32) -> jax.Array:
     """The k-th largest of the uint32 ``keys`` (flat; ``k`` int, any shape, 1 <= k <= size;
-    every key < 2**bits), found bit by bit from the top: ``bits`` counting passes, no sort."""
+    every key < 2**bits), by most-significant-digit radix selection: no sort.
+
+    Each round takes the next ``_DIGIT_BITS`` bits of the answer: a histogram (scatter-add) of
+    that digit over the keys that share the answer's higher bits, then the largest digit d with
+    #(keys with digit > d) < k, and k drops by that count. Three rounds for 32-bit keys, each
+    one pass over the keys: fewer passes (and kernel launches) than a bit-by-bit search.
+    """
     flat = keys.reshape(-1)
-    k = jnp.asarray(k)
-    found = jnp.zeros(k.shape, jnp.uint32)
-    for bit in range(bits - 1, -1, -1):
-        candidate = found | jnp.uint32(1 << bit)
-        count = jnp.sum(flat >= candidate[..., None], axis=-1)
-        found = jnp.where(count >= k, candidate, found)
-    return found
+    k = jnp.asarray(k, jnp.int32)
+
+    def one(rank):
+        prefix, remaining, done = jnp.uint32(0), rank, 0
+        while done < bits:
+            width = min(_DIGIT_BITS, bits - done)
+            shift = bits - done - width
+            digit = ((flat >> shift) & jnp.uint32((1 << width) - 1)).astype(jnp.int32)
+            same_prefix = (flat >> (shift + width)) == prefix if done else jnp.ones_like(digit)
+            hist = jnp.zeros(1 << width, jnp.int32).at[digit].add(same_prefix.astype(jnp.int32))
+            above = jnp.cumsum(hist[::-1])[::-1] - hist  # keys with a larger digit, per digit
+            chosen = jnp.sum(above >= remaining)  # above is non-increasing: the answer's digit
+            remaining = remaining - above[chosen]
+            prefix = (prefix << width) | chosen.astype(jnp.uint32)
+            done += width
+        return prefix
+
+    return jax.vmap(one)(k.reshape(-1)).reshape(k.shape)
 
 
 def top_k_mask(scores, valid, k) -> jax.Array:
@@ -142,23 +149,25 @@ def order_statistic(values, valid, rank) -> jax.Array:
     return from_order_keys(_kth_largest_key(keys, n - jnp.asarray(rank, jnp.int32)))
 
 
-def masked_quantile(values, valid, q: float) -> jax.Array:
+def masked_quantile(values, valid, q) -> jax.Array:
     """The ``q`` quantile of ``values`` over the valid, non-NaN entries, float32: the same number
     as ``jnp.nanquantile(where(valid, values, nan), q)`` (numpy's default linear interpolation
-    between order statistics, same arithmetic), NaN when none is valid. One
-    :func:`order_statistic` search for the lower order statistic, one pass for the next."""
+    between order statistics, same arithmetic), NaN when none is valid. ``q`` may be a float
+    (a scalar result) or a sequence of them (one result each, from one shared search): one
+    :func:`order_statistic` search for the lower order statistics, one pass for the next."""
     x = jnp.asarray(values, jnp.float32).reshape(-1)
     ok = (valid.reshape(-1) > 0) & ~jnp.isnan(x)
     count = jnp.sum(ok, dtype=jnp.float32)
-    pos = jnp.float32(q) * (count - 1)
+    pos = jnp.asarray(q, jnp.float32) * (count - 1)
     low, high = jnp.floor(pos), jnp.ceil(pos)
     high_weight = pos - low
     low_weight = 1 - high_weight
     top = jnp.maximum(count - 1, 0)
     low_value = order_statistic(x, ok, jnp.clip(low, 0, top).astype(jnp.int32))
     # order statistic high (= low or low + 1): low_value again while it repeats, else the next
-    repeats = jnp.sum(ok & (x <= low_value)) > jnp.clip(high, 0, top).astype(jnp.int32)
-    next_value = jnp.min(jnp.where(ok & (x > low_value), x, jnp.inf))
+    lv = low_value[..., None]
+    repeats = jnp.sum(ok & (x <= lv), axis=-1) > jnp.clip(high, 0, top).astype(jnp.int32)
+    next_value = jnp.min(jnp.where(ok & (x > lv), x, jnp.inf), axis=-1)
     high_value = jnp.where(repeats, low_value, next_value)
     result = low_value * low_weight + high_value * high_weight
     return jnp.where(count > 0, result, jnp.nan)

@@ -2,78 +2,26 @@
 Reasoning Models", 2025).
 
 Two masks confine the entropy term: a top-p mask over the vocabulary (entropy of the nucleus
-only) and a peak-entropy mask over positions (only tokens at or above a batch quantile); the
-regulariser is self-anchored: it pulls the selected mean entropy toward an anchor value
-instead of pushing entropy up without bound.
+only, :func:`entropix.entropy.top_p_entropy`) and a peak-entropy mask over positions (only
+tokens at or above a batch quantile); the regulariser is self-anchored: it pulls the selected
+mean entropy toward an anchor value instead of pushing entropy up without bound.
 """
 
 import jax
 import jax.numpy as jnp
 
-from entropix.entropy import log_softmax, masked_mean
+from entropix.entropy import masked_mean, top_p_entropy
 from entropix.losses.batch import PolicyBatch
 from entropix.losses.compose import Term
 from entropix.losses.registry import register
-from entropix.losses.selectors import Selector, from_order_keys, order_keys, quantile_mask
-from entropix.validation import check_min_rank, check_positive
+from entropix.losses.selectors import Selector, quantile_mask
+from entropix.validation import check_positive
 
 
 def _check_fraction(value, name):
     check_positive(value, name)
     if value > 1:
         raise ValueError(f"{name} must be in (0, 1]; got {value}")
-
-
-def _nucleus(logp, top_p: float):
-    """Bool [..., V]: the classes of the top-p nucleus of exp(logp) (no gradient).
-
-    In the order of a stable descending sort of logp, a class is kept while the mass before
-    it is below ``top_p`` (and its probability is > 0); with m classes kept, they are the m
-    largest, ties going to the lower class index. Only the sorted *values* are needed: the rows
-    are sorted as uint32 order keys (several times faster on CPU than a float sort, and no
-    gather or scatter of the logits), and the kept classes are those above the m-th value
-    plus the earliest ones equal to it.
-    """
-    x = jax.lax.stop_gradient(logp)
-    v = x.shape[-1]
-    ordered = from_order_keys(~jnp.sort(~order_keys(x), axis=-1))  # descending values
-    sorted_p = jnp.exp(ordered)
-    # exclusive prefix sums of the sorted probabilities as one small matmul (a row cumsum is slow)
-    before = jnp.triu(jnp.ones((v, v), sorted_p.dtype), k=1)
-    mass_before = jnp.matmul(sorted_p, before, precision=jax.lax.Precision.HIGHEST)
-    count = jnp.sum((mass_before < top_p) & (sorted_p > 0), axis=-1, keepdims=True)
-    boundary = jnp.min(jnp.where(jnp.arange(v) < count, ordered, jnp.inf), axis=-1, keepdims=True)
-    above = x > boundary
-    tied = x == boundary
-    wanted = count - jnp.sum(above, axis=-1, keepdims=True)  # tied classes to keep, >= 1
-
-    def earliest_tied():
-        return tied & (jnp.cumsum(tied, axis=-1) <= wanted)
-
-    take = jax.lax.cond(
-        jnp.any(jnp.sum(tied, axis=-1, keepdims=True) > wanted), earliest_tied, lambda: tied
-    )
-    return above | take
-
-
-def top_p_entropy(logits, top_p: float = 0.8):
-    """Entropy of the renormalised top-p nucleus of softmax(logits), per position (float32).
-
-    The nucleus is the smallest set of most probable classes whose probability reaches
-    ``top_p`` (a class is kept while the mass of the classes sorted before it, most probable
-    first and ties by class index, is below ``top_p``). With Z the nucleus mass,
-    H = log Z - sum_nucleus p log p / Z. Differentiable in the logits; the choice of the set
-    is not. Sorts the class axis (O(V log V) per position): pass top-k logits to bound the cost
-    on a large vocabulary.
-    """
-    check_min_rank(logits, "logits", 1, "[..., vocab]")
-    _check_fraction(top_p, "top_p")
-    logp = log_softmax(logits)
-    keep = _nucleus(logp, top_p)
-    p = jnp.where(keep, jnp.exp(logp), 0.0)
-    mass = jnp.sum(p, axis=-1)
-    # dropped classes: p = 0, and their log-prob (maybe -inf) kept out of the gradient
-    return jnp.log(mass) - jnp.sum(p * jnp.where(keep, logp, 0.0), axis=-1) / mass
 
 
 def _peak(entropy, valid, quantile: float):

@@ -53,7 +53,7 @@ def spine(
         entropy = jnp.asarray(batch.require("entropy", "spine"), jnp.float32)
         if band is None:
             held = jax.lax.stop_gradient(entropy)
-            h_lo, h_hi = masked_quantile(held, mask, q_lo), masked_quantile(held, mask, q_hi)
+            h_lo, h_hi = masked_quantile(held, mask, (q_lo, q_hi))
         else:
             h_lo, h_hi = band
         values = jnp.maximum(h_lo - entropy, 0.0) ** 2 + jnp.maximum(entropy - h_hi, 0.0) ** 2

@@ -38,7 +38,7 @@ import inspect
 import jax
 import jax.numpy as jnp
 
-from entropix.entropy import shannon_entropy, varentropy
+from entropix.entropy import nucleus_mask, shannon_entropy, varentropy
 from entropix.validation import check_choice, check_floating, check_min_rank, check_positive
 
 
@@ -79,14 +79,9 @@ def top_k(key, logits, k: int = 40, temperature: float = 1.0):
 
 
 def top_p_mask(logits, p: float):
-    """Bool [..., V]: the nucleus, i.e. tokens whose preceding (sorted) mass is < p."""
-    probs = jax.nn.softmax(logits, axis=-1)
-    order = jnp.argsort(-probs, axis=-1)
-    sorted_probs = jnp.take_along_axis(probs, order, axis=-1)
-    mass_before = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs
-    keep_sorted = (mass_before < p).at[..., 0].set(True)
-    ranks = jnp.argsort(order, axis=-1)
-    return jnp.take_along_axis(keep_sorted, ranks, axis=-1)
+    """Bool [..., V]: the nucleus, i.e. tokens whose preceding (sorted) mass is < p
+    (:func:`entropix.entropy.nucleus_mask`)."""
+    return nucleus_mask(logits, p)
 
 
 def top_p(key, logits, p: float = 0.9, temperature: float = 1.0):

@@ -210,6 +210,24 @@ def test_top_k_mask_fraction_count_and_quantile_mask_match_numpy():
     assert not np.any(quantile_mask(scores, np.zeros_like(valid), 0.5))
 
 
+def test_radix_selection_on_large_arrays_matches_numpy():
+    """Arrays far larger than one radix digit (2^11 buckets), with long runs of ties, so every
+    round of the k-th-value search and the tie-breaking search by position are exercised."""
+    rng = np.random.default_rng(7)
+    scores = rng.normal(size=(6, 1500)).astype(np.float32)
+    scores[:, ::3] = np.round(scores[:, ::3], 1)  # ties, some of them across many positions
+    scores[2] = 0.5  # one row entirely tied
+    valid = rng.random(scores.shape) > 0.1
+    n = int(valid.sum())
+    for k in (1, 7, 2048, 2049, n // 2, n - 1, n):
+        np.testing.assert_array_equal(
+            top_k_mask(scores, valid, k), _np_top_k(scores, valid, k), err_msg=f"k={k}"
+        )
+    values = np.sort(scores[valid])
+    ranks = np.array([0, 1, 2047, 2048, n // 3, n - 1])
+    np.testing.assert_array_equal(order_statistic(scores, valid, ranks), values[ranks])
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_sort_free_selection_matches_sorting_on_ties_zeros_and_infinities(seed):
     rng = np.random.default_rng(100 + seed)
@@ -228,4 +246,10 @@ def test_sort_free_selection_matches_sorting_on_ties_zeros_and_infinities(seed):
     for q in (0.0, 0.1, 0.5, 0.9, 1.0):
         want = np.quantile(scores[finite_valid], q)
         np.testing.assert_allclose(masked_quantile(scores, finite_valid, q), want, rtol=1e-5)
+    qs = (0.0, 0.1, 0.5, 0.9, 1.0)
+    np.testing.assert_array_equal(  # several quantiles from one search: the same numbers
+        masked_quantile(scores, finite_valid, qs),
+        [masked_quantile(scores, finite_valid, q) for q in qs],
+    )
     assert np.isnan(masked_quantile(scores, np.zeros_like(valid), 0.5))
+    assert np.all(np.isnan(masked_quantile(scores, np.zeros_like(valid), (0.2, 0.8))))

@@ -1,0 +1,87 @@
+"""The top-p nucleus and the entropy inside it against numpy's stable sort, ties included."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from entropix.entropy import nucleus_mask, top_p_entropy
+from entropix.entropy.nucleus import PAIRWISE_MAX_CLASSES
+
+
+def np_softmax(z):
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def np_nucleus(logits, top_p):
+    """Stable descending sort, keep while the mass before < top_p (and p > 0), scatter back."""
+    p = np_softmax(logits)
+    order = np.argsort(-p, axis=-1, kind="stable")
+    ps = np.take_along_axis(p, order, -1)
+    keep_sorted = ((np.cumsum(ps, -1) - ps) < top_p) & (ps > 0)
+    keep = np.zeros_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, -1)
+    return keep
+
+
+def tie_heavy_logits(v, seed):
+    """Rows of small integers (ties everywhere, often at the boundary), continuous rows, uniform
+    rows (one tied group) and rows with -inf classes."""
+    rng = np.random.default_rng(seed)
+    logits = rng.integers(-3, 3, size=(300, v)).astype(np.float32)
+    logits[:60] = rng.normal(size=(60, v)) * 2
+    logits[60:70] = 0.0
+    logits[70:80, : v // 3] = -np.inf
+    return logits
+
+
+@pytest.mark.parametrize("v", [9, PAIRWISE_MAX_CLASSES, PAIRWISE_MAX_CLASSES + 1, 130])
+def test_nucleus_matches_numpy_with_ties(v):
+    """Both ways of finding the set (pairwise up to PAIRWISE_MAX_CLASSES, a sort above) keep
+    exactly numpy's classes. Classes whose mass before them is within 1e-6 of top_p (float32
+    rounding decides those) are not compared."""
+    logits = tie_heavy_logits(v, v)
+    for top_p in (0.05, 0.37, 0.81, 0.999, 1.0):
+        want, loose = np_nucleus(logits, top_p - 1e-6), np_nucleus(logits, top_p + 1e-6)
+        clear = want == loose
+        assert clear.mean() > 0.999
+        got = np.asarray(nucleus_mask(jnp.asarray(logits), top_p))
+        np.testing.assert_array_equal(got[clear], want[clear], err_msg=f"top_p={top_p}")
+        assert got[np.isneginf(logits)].sum() == 0 and got.any(-1).all()
+
+
+@pytest.mark.parametrize("v", [9, PAIRWISE_MAX_CLASSES + 1])
+def test_top_p_entropy_is_the_renormalised_nucleus_entropy(v):
+    logits = tie_heavy_logits(v, 1 + v)
+    top_p = 0.81
+    q = np.where(np_nucleus(logits, top_p), np_softmax(logits), 0.0)
+    q /= q.sum(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = -np.sum(np.where(q > 0, q * np.log(q), 0.0), -1)
+    np.testing.assert_allclose(top_p_entropy(logits, top_p), want, rtol=1e-5, atol=1e-6)
+    # bounds: 0 <= H^p <= log |nucleus|; the full entropy at top_p = 1
+    size = np.asarray(nucleus_mask(logits, top_p)).sum(-1)
+    h = np.asarray(top_p_entropy(logits, top_p))
+    assert np.all(h >= -1e-6) and np.all(h <= np.log(size) + 1e-5)
+    p = np_softmax(logits)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        full = -np.sum(np.where(p > 0, p * np.log(p), 0.0), -1)
+    np.testing.assert_allclose(top_p_entropy(logits, 1.0), full, rtol=1e-5, atol=1e-6)
+
+
+def test_nucleus_bad_input():
+    with pytest.raises(ValueError, match="top_p must be in"):
+        nucleus_mask(jnp.zeros((2, 4)), 1.5)
+    with pytest.raises(ValueError, match="top_p"):
+        top_p_entropy(jnp.zeros((2, 4)), 0.0)
+    with pytest.raises(TypeError, match="logits"):
+        nucleus_mask(jnp.zeros((2, 4), jnp.int32), 0.5)
+
+
+def test_nucleus_under_jit_and_vmap():
+    logits = jnp.asarray(tie_heavy_logits(12, 3)[:40])
+    direct = nucleus_mask(logits, 0.6)
+    np.testing.assert_array_equal(jax.jit(lambda z: nucleus_mask(z, 0.6))(logits), direct)
+    np.testing.assert_array_equal(jax.vmap(lambda z: nucleus_mask(z, 0.6))(logits), direct)
