@@ -69,18 +69,19 @@ def run_bandit(key, config: BanditConfig) -> dict[str, jax.Array]:
     rewards = jax.random.uniform(k_r, (config.arms,))
     z0 = config.init_scale * jax.random.normal(k_z, (config.arms,))
 
-    def step(z, _):
+    def step(carry, _):
+        z, h = carry  # h = H(z), measured at the end of the previous step
         dz = pg_logit_update(z, rewards, config.lr, config.natural)
-        h = _entropy(z)
+        h_next = _entropy(z + dz)
         out = {
             "entropy": h,
-            "reward": jnp.sum(jax.nn.softmax(z) * rewards),
+            "reward": jnp.sum(jnp.exp(jax.nn.log_softmax(z)) * rewards),
             "dH/predicted": predicted_entropy_change(z, dz),
-            "dH/measured": _entropy(z + dz) - h,
+            "dH/measured": h_next - h,
         }
-        return z + dz, out
+        return (z + dz, h_next), out
 
-    _, curves = jax.lax.scan(step, z0, None, length=config.steps)
+    _, curves = jax.lax.scan(step, (z0, _entropy(z0)), None, length=config.steps)
     return curves
 
 

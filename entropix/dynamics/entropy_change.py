@@ -55,7 +55,8 @@ def predicted_entropy_change(logits, logit_update):
 def pg_logit_update(logits, rewards, lr, natural: bool = False):
     """The tabular softmax PG step on J = E_pi r: eta*pi*A (vanilla) or eta*A (natural)."""
     _check_pair(logits, rewards, "rewards")
-    p = jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+    # exp(log_softmax), as in softmax_covariance: within one jit XLA computes it once for both
+    p = jnp.exp(jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1))
     rewards = jnp.asarray(rewards, jnp.float32)
     advantage = rewards - jnp.sum(p * rewards, axis=-1, keepdims=True)
     return lr * advantage if natural else lr * p * advantage
