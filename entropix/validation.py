@@ -73,6 +73,13 @@ def check_positive(value, name: str) -> None:
         raise ValueError(f"{name} must be > 0; got {value}")
 
 
+def check_fraction(value, name: str) -> None:
+    """Raise ``ValueError`` unless a static Python number lies in (0, 1]."""
+    check_positive(value, name)
+    if value > 1:
+        raise ValueError(f"{name} must be in (0, 1]; got {value}")
+
+
 def check_choice(value, name: str, choices: Sequence[str]) -> None:
     """Raise ``ValueError`` naming the valid choices when ``value`` is not one of them."""
     if value not in choices:

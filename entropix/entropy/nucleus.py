@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from entropix.entropy.distribution import log_softmax
-from entropix.validation import check_positive
+from entropix.validation import check_fraction
 
 
 def order_keys(values) -> jax.Array:
@@ -39,12 +39,6 @@ def from_order_keys(keys) -> jax.Array:
     return jax.lax.bitcast_convert_type(bits, jnp.float32)
 
 
-def _check_top_p(top_p):
-    check_positive(top_p, "top_p")
-    if top_p > 1:
-        raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
-
-
 def nucleus_mask(logits, top_p: float) -> jax.Array:
     """Bool [..., V]: the top-p nucleus of softmax(logits) over the last axis (no gradient).
 
@@ -52,7 +46,7 @@ def nucleus_mask(logits, top_p: float) -> jax.Array:
     first, ties by lower class index (Holtzman et al. 2020). The arg-max class is always kept.
     """
     logp = log_softmax(logits)
-    _check_top_p(top_p)
+    check_fraction(top_p, "top_p")
     return _nucleus_of_logp(logp, top_p)
 
 
@@ -138,7 +132,7 @@ def top_p_entropy(logits, top_p: float = 0.8):
     vocabulary, as the authors' implementation does.
     """
     logp = log_softmax(logits)
-    _check_top_p(top_p)
+    check_fraction(top_p, "top_p")
     keep = _nucleus_of_logp(logp, top_p)
     p = jnp.where(keep, jnp.exp(logp), 0.0)
     mass = jnp.sum(p, axis=-1)

@@ -15,13 +15,7 @@ from entropix.losses.batch import PolicyBatch
 from entropix.losses.compose import Term
 from entropix.losses.registry import register
 from entropix.losses.selectors import Selector, quantile_mask
-from entropix.validation import check_positive
-
-
-def _check_fraction(value, name):
-    check_positive(value, name)
-    if value > 1:
-        raise ValueError(f"{name} must be in (0, 1]; got {value}")
+from entropix.validation import check_fraction, check_positive
 
 
 def _peak(entropy, valid, quantile: float):
@@ -31,7 +25,7 @@ def _peak(entropy, valid, quantile: float):
 
 def peak_entropy_mask(quantile: float = 0.8, top_p: float = 0.8) -> Selector:
     """Tokens whose top-p entropy is at or above the ``quantile`` of the batch's valid tokens."""
-    _check_fraction(quantile, "quantile")
+    check_fraction(quantile, "quantile")
 
     def fn(batch: PolicyBatch):
         logits = batch.require("logits", "peak_entropy_mask")
@@ -63,8 +57,8 @@ def siren(coef: float = 5e-3, top_p: float = 0.8, quantile: float = 0.8) -> Term
     composed aggregation mode (our choice; the objective's own aggregation is unaffected).
     """
     check_positive(coef, "coef")
-    _check_fraction(top_p, "top_p")
-    _check_fraction(quantile, "quantile")
+    check_fraction(top_p, "top_p")
+    check_fraction(quantile, "quantile")
 
     def fn(batch: PolicyBatch, mask):
         logits = batch.require("logits", "siren")

@@ -7,17 +7,12 @@ import pytest
 
 from entropix.entropy import nucleus_mask, top_p_entropy
 from entropix.entropy.nucleus import PAIRWISE_MAX_CLASSES
-
-
-def np_softmax(z):
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
+from tests.entropy import reference as ref
 
 
 def np_nucleus(logits, top_p):
     """Stable descending sort, keep while the mass before < top_p (and p > 0), scatter back."""
-    p = np_softmax(logits)
+    p = ref.softmax(logits)
     order = np.argsort(-p, axis=-1, kind="stable")
     ps = np.take_along_axis(p, order, -1)
     keep_sorted = ((np.cumsum(ps, -1) - ps) < top_p) & (ps > 0)
@@ -56,18 +51,14 @@ def test_nucleus_matches_numpy_with_ties(v):
 def test_top_p_entropy_is_the_renormalised_nucleus_entropy(v):
     logits = tie_heavy_logits(v, 1 + v)
     top_p = 0.81
-    q = np.where(np_nucleus(logits, top_p), np_softmax(logits), 0.0)
-    q /= q.sum(-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        want = -np.sum(np.where(q > 0, q * np.log(q), 0.0), -1)
+    q = np.where(np_nucleus(logits, top_p), ref.softmax(logits), 0.0)
+    want = ref.shannon(q / q.sum(-1, keepdims=True))
     np.testing.assert_allclose(top_p_entropy(logits, top_p), want, rtol=1e-5, atol=1e-6)
     # bounds: 0 <= H^p <= log |nucleus|; the full entropy at top_p = 1
     size = np.asarray(nucleus_mask(logits, top_p)).sum(-1)
     h = np.asarray(top_p_entropy(logits, top_p))
     assert np.all(h >= -1e-6) and np.all(h <= np.log(size) + 1e-5)
-    p = np_softmax(logits)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        full = -np.sum(np.where(p > 0, p * np.log(p), 0.0), -1)
+    full = ref.shannon(ref.softmax(logits))
     np.testing.assert_allclose(top_p_entropy(logits, 1.0), full, rtol=1e-5, atol=1e-6)
 
 
