@@ -81,26 +81,22 @@ def _earliest_tied(tied, wanted):
 
 
 def _nucleus_pairwise(x, top_p: float):
-    """The nucleus without a sort: the mass ahead of class i, ties set aside, is
-    G_i = sum_j p_j [x_j > x_i] (V comparisons per class, one fused pass); keep G_i < top_p.
+    """The nucleus without a sort: the mass ahead of class i in the stable order,
 
-    That is exact except inside the one group of equal values that straddles the boundary (the
-    smallest kept value): its member with r earlier-index members has mass G + r p before it
-    and is kept while that is below ``top_p``. Groups above it are kept whole and groups below
-    dropped whole either way. r is an exclusive prefix count, taken as a small matmul; no
-    branch, so XLA fuses the whole computation.
+        A_i = sum_j p_j [x_j > x_i  or  (x_j == x_i and j < i)],
+
+    takes V comparisons per class, all in one fused pass; keep A_i < top_p and p_i > 0. Exact
+    with ties: the earlier-index member of a tied group is ahead of the later one.
     """
     p = jnp.exp(x)
     v = x.shape[-1]
+    index = jnp.arange(v)
     ahead = jnp.zeros_like(p)
     for j in range(v):
-        ahead = ahead + jnp.where(x[..., j : j + 1] > x, p[..., j : j + 1], 0.0)
-    keep = (ahead < top_p) & (p > 0)
-    boundary = jnp.min(jnp.where(keep, x, jnp.inf), axis=-1, keepdims=True)
-    tied = x == boundary
-    earlier = jnp.triu(jnp.ones((v, v), jnp.float32), k=1)  # earlier[j, i] = 1 if j < i
-    rank = jnp.matmul(tied.astype(jnp.float32), earlier, precision=jax.lax.Precision.HIGHEST)
-    return keep & (~tied | (ahead + rank * p < top_p))
+        x_j = x[..., j : j + 1]
+        before = (x_j > x) | ((x_j == x) & (index > j))
+        ahead = ahead + jnp.where(before, p[..., j : j + 1], 0.0)
+    return (ahead < top_p) & (p > 0)
 
 
 def _nucleus_sorted(x, top_p: float):
@@ -126,15 +122,43 @@ def top_p_entropy(logits, top_p: float = 0.8):
     The nucleus is the smallest set of most probable classes whose probability reaches
     ``top_p`` (a class is kept while the mass of the classes sorted before it, most probable
     first and ties by class index, is below ``top_p``). With Z the nucleus mass,
-    H = log Z - sum_nucleus p log p / Z. Differentiable in the logits; the choice of the set
-    is not. Finding the set costs V^2 comparisons per position up to V = 64 classes and a sort
-    of the class axis (O(V log V)) above: pass top-k logits to bound the cost on a large
-    vocabulary, as the authors' implementation does.
+    H = log Z - sum_nucleus p log p / Z. Differentiable in the logits, in both modes: with
+    q = p / Z on the nucleus, dH = -sum_nucleus q (log q + H) dz; the choice of the set is not
+    differentiated. Finding the set costs V^2 comparisons per position up to V = 64 classes
+    and a sort of the class axis (O(V log V)) above: pass top-k logits to bound the cost on a
+    large vocabulary, as the authors' implementation does.
     """
     logp = log_softmax(logits)
     check_fraction(top_p, "top_p")
-    keep = _nucleus_of_logp(logp, top_p)
+    return _entropy_within(jnp.asarray(logits, jnp.float32), _nucleus_of_logp(logp, top_p))
+
+
+@jax.custom_jvp
+def _entropy_within(logits, keep):
+    """Shannon entropy of q = softmax(logits) restricted to ``keep`` and renormalised:
+
+        q_i = p_i / Z on keep (Z = sum_keep p),   H = -sum_keep q_i log q_i.
+
+    q is the softmax of the kept logits alone, so the derivative is the entropy derivative of
+    q: dH = -sum_keep q_i (log q_i + H) dz_i, one pass in either mode (custom JVP; reverse mode
+    transposes it).
+    """
+    return _entropy_and_q(logits, keep)[0]
+
+
+def _entropy_and_q(logits, keep):
+    logp = log_softmax(logits)
     p = jnp.where(keep, jnp.exp(logp), 0.0)
-    mass = jnp.sum(p, axis=-1)
-    # dropped classes: p = 0, and their log-prob (maybe -inf) kept out of the gradient
-    return jnp.log(mass) - jnp.sum(p * jnp.where(keep, logp, 0.0), axis=-1) / mass
+    mass = jnp.sum(p, axis=-1, keepdims=True)
+    q = p / mass
+    # dropped classes: q = 0 and log q set to 0, so a -inf log-prob never meets a 0 weight
+    log_q = jnp.where(keep, logp - jnp.log(mass), 0.0)
+    return -jnp.sum(q * log_q, axis=-1), q, log_q
+
+
+@_entropy_within.defjvp
+def _entropy_within_jvp(primals, tangents):
+    logits, keep = primals
+    entropy, q, log_q = _entropy_and_q(logits, keep)
+    slope = q * (log_q + entropy[..., None])
+    return entropy, -jnp.sum(slope * tangents[0], axis=-1)

@@ -59,39 +59,40 @@ def hl_gauss_transform(
     return to_probs, to_scalar
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def _cross_entropy(logits, target_probs):
     """(-sum_i q_i log softmax(z)_i, softmax(z)) over the last axis, from one exponential pass.
 
     With m = max z, s = sum_i exp(z_i - m) and p = softmax(z):
-        CE = (sum_i q_i) (m + log s) - sum_{i: q_i > 0} q_i z_i,   dCE/dz = (sum_i q_i) p - q
+        CE = (sum_i q_i) (m + log s) - sum_{i: q_i > 0} q_i z_i
+        dCE = sum_i ((sum_j q_j) p_i - q_i) dz_i,     dp = p (dz - sum_i p_i dz_i)
     (a bin with q_i = 0 contributes nothing even where z_i = -inf). The softmax p comes back for
-    the predicted value; gradients through it are exact too (the softmax Jacobian). The
-    target histogram gets no gradient.
+    the predicted value. A custom JVP, so reverse mode transposes only the derivatives of the
+    outputs in use (the loss alone skips the softmax's); the target histogram gets no gradient.
     """
-    return _cross_entropy_fwd(logits, target_probs)[0]
+    cross_entropy, probs, _ = _cross_entropy_parts(logits, target_probs)
+    return cross_entropy, probs
 
 
-def _cross_entropy_fwd(logits, target_probs):
+def _cross_entropy_parts(logits, target_probs):
     z = jnp.asarray(logits, jnp.float32)
     top = jnp.max(z, axis=-1, keepdims=True)
     e = jnp.exp(z - top)
     total = jnp.sum(e, axis=-1, keepdims=True)
-    p = e / total
     mass = jnp.sum(target_probs, axis=-1)
     lse = (top + jnp.log(total))[..., 0]
     ce = mass * lse - jnp.sum(jnp.where(target_probs > 0, target_probs * z, 0.0), axis=-1)
-    return (ce, p), (p, target_probs, mass)
+    return ce, e / total, mass
 
 
-def _cross_entropy_bwd(residuals, cotangents):
-    p, target_probs, mass = residuals
-    g_ce, g_p = cotangents
-    softmax_vjp = p * (g_p - jnp.sum(p * g_p, axis=-1, keepdims=True))
-    return g_ce[..., None] * (mass[..., None] * p - target_probs) + softmax_vjp, None
-
-
-_cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
+@_cross_entropy.defjvp
+def _cross_entropy_jvp(primals, tangents):
+    logits, target_probs = primals
+    dz = jnp.asarray(tangents[0], jnp.float32)
+    ce, p, mass = _cross_entropy_parts(logits, target_probs)
+    p_dz = jnp.sum(p * dz, axis=-1)
+    d_ce = mass * p_dz - jnp.sum(target_probs * dz, axis=-1)
+    return (ce, p), (d_ce, p * (dz - p_dz[..., None]))
 
 
 @register(

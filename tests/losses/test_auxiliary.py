@@ -63,8 +63,9 @@ def test_ref_hl_gauss():
 
 
 def test_hl_gauss_gradients_are_exact_and_safe_at_minus_inf():
-    """d loss / dz = mask (softmax(z) - q) / sum(mask) (the custom VJP, against numpy); the
-    predicted value's gradient is that of to_scalar; a -inf logit where q = 0 is harmless."""
+    """d loss / dz = mask (softmax(z) - q) / sum(mask) (the custom JVP, against numpy), in
+    reverse and forward mode; the predicted value's gradient is that of to_scalar; a -inf logit
+    where q = 0 is harmless."""
     lo, hi, bins = -1.0, 1.0, 11
     sigma = 0.75 * (hi - lo) / bins
     rng = np.random.default_rng(3)
@@ -76,6 +77,9 @@ def test_hl_gauss_gradients_are_exact_and_safe_at_minus_inf():
     q = np_hl_gauss_probs(targets, lo, hi, bins, sigma)
     want = q.sum(-1, keepdims=True) * np.exp(np_log_softmax(logits)) - q
     np.testing.assert_allclose(grad, want * mask[..., None] / mask.sum(), rtol=1e-4, atol=1e-7)
+    tangent = rng.normal(size=logits.shape).astype(np.float32)
+    _, forward = jax.jvp(lambda z: loss_fn(z, targets, mask)[0], (logits,), (tangent,))
+    np.testing.assert_allclose(forward, np.sum(grad * tangent), rtol=1e-5, atol=1e-8)
     _, to_scalar = hl_gauss_transform(lo, hi, bins)
     value_grad = jax.grad(lambda z: loss_fn(z, targets)[1]["value"])(logits)
     np.testing.assert_allclose(
