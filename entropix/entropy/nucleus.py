@@ -20,7 +20,7 @@ found: by pairwise comparison for narrow class axes, by a sort of order keys oth
 import jax
 import jax.numpy as jnp
 
-from entropix.entropy.distribution import log_softmax
+from entropix.entropy.distribution import entropy_tangent, log_softmax
 from entropix.validation import check_fraction
 
 
@@ -140,8 +140,9 @@ def _entropy_within(logits, keep):
         q_i = p_i / Z on keep (Z = sum_keep p),   H = -sum_keep q_i log q_i.
 
     q is the softmax of the kept logits alone, so the derivative is the entropy derivative of
-    q: dH = -sum_keep q_i (log q_i + H) dz_i, one pass in either mode (custom JVP; reverse mode
-    transposes it).
+    q, dH = -sum_keep q_i (log q_i + H) dz_i (:func:`entropy_tangent`), one pass in either mode
+    (custom JVP; reverse mode transposes it). The same as ``shannon_entropy`` of the logits with
+    the dropped ones set to -inf, without a second log-softmax over them.
     """
     return _entropy_and_q(logits, keep)[0]
 
@@ -160,5 +161,4 @@ def _entropy_and_q(logits, keep):
 def _entropy_within_jvp(primals, tangents):
     logits, keep = primals
     entropy, q, log_q = _entropy_and_q(logits, keep)
-    slope = q * (log_q + entropy[..., None])
-    return entropy, -jnp.sum(slope * tangents[0], axis=-1)
+    return entropy, entropy_tangent(q, log_q, entropy, tangents[0])
