@@ -1,13 +1,17 @@
 """The top-p nucleus and the entropy inside it against numpy's stable sort, ties included."""
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from entropix.entropy import nucleus_mask, top_p_entropy
-from entropix.entropy.nucleus import PAIRWISE_MAX_CLASSES
+from entropix.entropy.nucleus import NETWORK_MAX_CLASSES, merge_sort_network
 from tests.entropy import reference as ref
+from tests.train import scripts
 
 
 def np_nucleus(logits, top_p):
@@ -32,9 +36,35 @@ def tie_heavy_logits(v, seed):
     return logits
 
 
-@pytest.mark.parametrize("v", [9, PAIRWISE_MAX_CLASSES, PAIRWISE_MAX_CLASSES + 1, 130])
+def apply_network(values, pairs):
+    """Run the comparators on the columns of ``values`` [trials, n]: max to i, min to j."""
+    out = np.array(values)
+    for i, j in pairs:
+        out[:, i], out[:, j] = np.maximum(out[:, i], out[:, j]), np.minimum(out[:, i], out[:, j])
+    return out
+
+
+def test_merge_sort_network_sorts():
+    """Every 0-1 input up to n = 14 (a comparator network that sorts all 0-1 inputs sorts all
+    inputs: Knuth's 0-1 principle), random inputs with ties up to NETWORK_MAX_CLASSES, and
+    Batcher's comparator count (k^2 - k + 4) 2^(k-2) - 1 at n = 2^k."""
+    for n in range(1, 15):
+        zero_one = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+        got = apply_network(zero_one, merge_sort_network(n))
+        np.testing.assert_array_equal(got, -np.sort(-zero_one, axis=1), err_msg=f"n={n}")
+    rng = np.random.default_rng(0)
+    for n in (17, 31, 33, 50, NETWORK_MAX_CLASSES):
+        values = rng.integers(0, 6, size=(500, n))
+        got = apply_network(values, merge_sort_network(n))
+        np.testing.assert_array_equal(got, -np.sort(-values, axis=1), err_msg=f"n={n}")
+    for k in range(1, 7):
+        assert len(merge_sort_network(2**k)) == (k * k - k + 4) * 2 ** (k - 2) - 1
+    assert all(i < j < 40 for i, j in merge_sort_network(40))
+
+
+@pytest.mark.parametrize("v", [1, 2, 9, 32, NETWORK_MAX_CLASSES, NETWORK_MAX_CLASSES + 1, 130])
 def test_nucleus_matches_numpy_with_ties(v):
-    """Both ways of finding the set (pairwise up to PAIRWISE_MAX_CLASSES, a sort above) keep
+    """Both ways of finding the set (a sorting network up to NETWORK_MAX_CLASSES, a sort above) keep
     exactly numpy's classes. Classes whose mass before them is within 1e-6 of top_p (float32
     rounding decides those) are not compared."""
     logits = tie_heavy_logits(v, v)
@@ -47,7 +77,7 @@ def test_nucleus_matches_numpy_with_ties(v):
         assert got[np.isneginf(logits)].sum() == 0 and got.any(-1).all()
 
 
-@pytest.mark.parametrize("v", [9, PAIRWISE_MAX_CLASSES + 1])
+@pytest.mark.parametrize("v", [9, NETWORK_MAX_CLASSES + 1])
 def test_top_p_entropy_is_the_renormalised_nucleus_entropy(v):
     logits = tie_heavy_logits(v, 1 + v)
     top_p = 0.81
@@ -62,7 +92,7 @@ def test_top_p_entropy_is_the_renormalised_nucleus_entropy(v):
     np.testing.assert_allclose(top_p_entropy(logits, 1.0), full, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("v", [9, PAIRWISE_MAX_CLASSES + 1])
+@pytest.mark.parametrize("v", [9, NETWORK_MAX_CLASSES + 1])
 def test_top_p_entropy_derivatives_match_finite_differences(v):
     """Reverse and forward mode (a custom JVP) against central differences of the numpy
     H^p with the nucleus held fixed (the choice of the set is not differentiated), on rows with
@@ -97,6 +127,16 @@ def test_top_p_entropy_derivatives_match_finite_differences(v):
     assert low.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(low)))
 
 
+def test_nucleus_any_leading_shape():
+    """Leading axes of any size, an odd number of rows among them (the network's rows go in
+    two blocks), and a single row give numpy's set."""
+    logits = tie_heavy_logits(32, 5)
+    for shape in [(3, 7, 32), (1, 32), (32,)]:
+        rows = logits[: int(np.prod(shape[:-1]))]
+        got = np.asarray(nucleus_mask(jnp.asarray(rows.reshape(shape)), 0.6))
+        np.testing.assert_array_equal(got, np_nucleus(rows, 0.6).reshape(shape))
+
+
 def test_nucleus_bad_input():
     with pytest.raises(ValueError, match="top_p must be in"):
         nucleus_mask(jnp.zeros((2, 4)), 1.5)
@@ -111,3 +151,37 @@ def test_nucleus_under_jit_and_vmap():
     direct = nucleus_mask(logits, 0.6)
     np.testing.assert_array_equal(jax.jit(lambda z: nucleus_mask(z, 0.6))(logits), direct)
     np.testing.assert_array_equal(jax.vmap(lambda z: nucleus_mask(z, 0.6))(logits), direct)
+
+
+SHARDED_CHECK = """
+import jax
+jax.config.update("jax_num_cpu_devices", 8)
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from entropix.entropy import nucleus_mask, top_p_entropy
+
+logits = 2 * jax.random.normal(jax.random.PRNGKey(0), (16, 9, 32))
+logits = logits.at[3].set(jax.numpy.round(logits[3]))  # ties
+mesh = Mesh(np.array(jax.devices()), ("data",))
+sharded = jax.device_put(logits, NamedSharding(mesh, PartitionSpec("data")))
+for fn, rtol in ((lambda z: nucleus_mask(z, 0.7), 0), (lambda z: top_p_entropy(z, 0.7), 1e-6)):
+    compiled = jax.jit(fn).lower(sharded).compile()
+    collectives = [c for c in ("all-gather", "all-reduce", "all-to-all", "collective-permute")
+                   if c in compiled.as_text()]
+    assert not collectives, collectives
+    np.testing.assert_allclose(compiled(sharded), jax.jit(fn)(logits), rtol=rtol, atol=rtol)
+print("ok")
+"""
+
+
+def test_nucleus_of_a_sharded_batch_stays_on_its_devices():
+    """On a batch sharded over 8 (simulated) devices the set and H^p are those of one device,
+    and the compiled program moves no data between devices."""
+    result = subprocess.run(
+        [sys.executable, "-c", SHARDED_CHECK],
+        env=scripts.script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr
