@@ -41,11 +41,15 @@ Figures per preset:
 * ``peak``: the dense-matmul peak of this machine measured in the same run: a jitted
   N x N x N fp32 matmul (2 * N^3 FLOPs; N = 2048 on CPU, 8192 on a GPU/TPU, where 2048 is too
   small to fill the device; default matmul precision, i.e. TF32/bf16 passes there) timed
-  interleaved with the train steps, so the same load hits both; peak FLOP/s = 2 * N^3 / its
-  *fastest* timed run (the peak
-  is the best rate the machine reached; its median rate is in ``values`` too). Against the
-  median-based peak the MFU would be higher: on a shared machine short matmul calls suffer
-  more from other processes' bursts than the long steps.
+  interleaved with the train steps, so the same load hits both, and in as many calls of its
+  own just before them; peak FLOP/s = 2 * N^3 / its *fastest* timed call (the peak is the
+  best rate the machine reached; the median rate of the interleaved calls is in ``values``
+  too). The calls of its own are there because on CPU the first matmul after a long step can
+  run 3-4x slower (measured: 0.39 s against 0.09 s after a 15 s step of the small preset), and
+  interleaved, every call is such a first call. Against a median-based peak the MFU would be
+  higher: on a shared machine short matmul calls suffer more from other processes' bursts than
+  the long steps. An MFU above 1 can only come from a peak measured low, so the MFU target is
+  not met then.
 * ``overhead_diagnostics/none``  step seconds with the full diagnostics over without, as the
   median over timing rounds of the two steps' ratio within a round (``paired_ratio``: both
   see the same load from other processes); the ratio of medians and of minima are in
@@ -198,6 +202,7 @@ def run(quick: bool, repeats: int) -> list[dict]:
             raise ValueError(f"{preset}: T={t} exceeds max_seq_len={config.max_seq_len}")
         batch = make_batch(config.vocab_size, b, t)
         none, diag = StepLoop(config, batch, False), StepLoop(config, batch, True)
+        (t_peak_alone,) = time_calls([peak_call], repeats)
         t_peak, t_none, t_diag = time_calls([peak_call, none, diag], repeats)
         for loop, name in ((none, "none"), (diag, "diagnostics")):
             if not np.isfinite(float(loop.metrics["loss"])):
@@ -206,7 +211,7 @@ def run(quick: bool, repeats: int) -> list[dict]:
         else:
             tokens = b * t
             step_flops = tokens * flops_per_token(config, t)
-            peak = peak_flops / t_peak.min
+            peak = peak_flops / min(t_peak.min, t_peak_alone.min)
             achieved = step_flops / t_none.median
             mfu = achieved / peak
             overhead = paired_ratio(t_diag, t_none)
@@ -233,13 +238,15 @@ def run(quick: bool, repeats: int) -> list[dict]:
                 "none": t_none.as_dict(),
                 "diagnostics": t_diag.as_dict(),
                 "peak": t_peak.as_dict(),
+                "peak_alone": t_peak_alone.as_dict(),
             }
             targets = {
                 f"diagnostics overhead <= {OVERHEAD_TARGET:.2f}": overhead <= OVERHEAD_TARGET
             }
             if preset == "small" and on_cpu:  # the MFU target is stated for CPU
                 key = f"mfu >= {MFU_TARGET} (small, >= {MFU_MIN_TOKENS} tokens, CPU)"
-                targets = {key: mfu >= MFU_TARGET and tokens >= MFU_MIN_TOKENS, **targets}
+                met = MFU_TARGET <= mfu <= 1 and tokens >= MFU_MIN_TOKENS
+                targets = {key: met, **targets}
             ratios = {"mfu": mfu, "overhead_diagnostics/none": overhead}
             layers = f" L={config.num_layers}" if overrides else ""
             rows.append(report.row(f"{preset}{layers} B={b}xT={t}", ratios, values, targets))

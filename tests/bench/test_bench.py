@@ -71,6 +71,7 @@ def test_train_suite_measures_mfu_and_diagnostics_overhead(results):
     assert set(tiny["ratios"]) == {"mfu", "overhead_diagnostics/none"}
     values = tiny["values"]
     assert values["peak_gflop_per_s"] > 0 and values["model_gflop_per_step"] > 0
+    assert values["peak_alone"]["runs"] >= 5 and values["peak"]["runs"] >= 5
     assert "dynamics/predicted_dH" in values["diagnostic_metrics"]
     assert "attention_entropy/mean" in values["diagnostic_metrics"]
     assert rows["small"]["status"] == "not available"
