@@ -22,22 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from entropix.entropy.distribution import entropy_tangent, log_softmax
+from entropix.entropy.sort_keys import from_order_keys, order_keys
 from entropix.validation import check_fraction
-
-
-def order_keys(values) -> jax.Array:
-    """uint32 keys in the order of float32 ``values``: -0.0 and 0.0 get the same key and NaN
-    the lowest key 0, below -inf (as a descending ``jnp.sort`` / ``jnp.argsort`` places it)."""
-    x = jnp.asarray(values, jnp.float32)
-    bits = jax.lax.bitcast_convert_type(jnp.where(x == 0, 0.0, x), jnp.uint32)
-    keys = jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(1 << 31))
-    return jnp.where(jnp.isnan(x), jnp.uint32(0), keys)
-
-
-def from_order_keys(keys) -> jax.Array:
-    """Inverse of :func:`order_keys` on the keys of non-NaN values (float32)."""
-    bits = jnp.where(keys >> 31 == 1, keys & jnp.uint32((1 << 31) - 1), ~keys)
-    return jax.lax.bitcast_convert_type(bits, jnp.float32)
 
 
 def nucleus_mask(logits, top_p: float) -> jax.Array:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from entropix.entropy.nucleus import from_order_keys, order_keys
+from entropix.entropy.sort_keys import from_order_keys, order_keys
 from entropix.losses.batch import PolicyBatch
 
 
