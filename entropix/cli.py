@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "compare": "compare",
     "list": "list_cmd",
     "bench": "bench",
+    "export": "export",
 }
 
 USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)

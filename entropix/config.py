@@ -13,7 +13,9 @@ and the dotted key, and suggests the nearest valid key (``difflib``).
 
 Loss terms are :class:`MethodSpec` entries written flat, ``{name: kl_cov, ratio: 0.002}``: the
 name must be in the method registry and each argument must be a parameter of the registered
-factory, with the type of its default.
+factory, with the type of its default. Controllers are :class:`ControllerSpec` entries written
+the same way, checked against the controller registry (``entropix.optim.CONTROLLERS``) and the
+controller's fields. Where a field is a list of specs a single mapping is read as a list of one.
 """
 
 import dataclasses
@@ -69,6 +71,32 @@ class MethodSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ControllerSpec:
+    """A registered controller and its settings, written flat in YAML."""
+
+    name: str
+    args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def build(self):
+        """The controller: ``entropix.optim.build_controller(name, **args)``."""
+        from entropix import optim
+
+        return optim.build_controller(self.name, **self.args)
+
+
+def _methods():
+    from entropix import losses
+
+    return {name: info.factory for name, info in losses.REGISTRY.items()}
+
+
+def _controllers():
+    from entropix import optim
+
+    return {name: info.cls for name, info in optim.CONTROLLERS.items()}
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """Fields every experiment config has; experiment schemas subclass this."""
 
@@ -92,17 +120,17 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _check_method(value, key: str) -> MethodSpec:
-    if isinstance(value, MethodSpec):
+def _check_spec(value, key: str, spec_type: type, registry: Mapping[str, Any], what: str):
+    """A ``spec_type`` (MethodSpec / ControllerSpec) from a flat mapping: ``name`` must be a
+    registry key, every other key a parameter of the registered callable, of its type."""
+    if isinstance(value, spec_type):
         value = to_dict(value)
     if not isinstance(value, Mapping) or "name" not in value:
-        raise ConfigError(f"{key} must be a mapping with a 'name' (a method key); got {value!r}")
-    from entropix import losses
-
+        raise ConfigError(f"{key} must be a mapping with a 'name' (a {what} key); got {value!r}")
     name = value["name"]
-    if name not in losses.REGISTRY:
-        raise ConfigError(f"{key}.name: unknown method {name!r}{_suggest(name, losses.REGISTRY)}")
-    factory = losses.REGISTRY[name].factory
+    if name not in registry:
+        raise ConfigError(f"{key}.name: unknown {what} {name!r}{_suggest(name, registry)}")
+    factory = registry[name]
     params = inspect.signature(factory).parameters
     try:
         hints = typing.get_type_hints(factory)
@@ -124,7 +152,7 @@ def _check_method(value, key: str) -> MethodSpec:
         elif isinstance(default, bool | int | float | str):
             arg_value = _convert(type(default), arg_value, _join(key, arg))
         args[arg] = arg_value
-    return MethodSpec(name=name, args=args)
+    return spec_type(name=name, args=args)
 
 
 def _convert(tp, value, key: str):
@@ -133,7 +161,9 @@ def _convert(tp, value, key: str):
     if tp is Any:
         return value
     if tp is MethodSpec:
-        return _check_method(value, key)
+        return _check_spec(value, key, MethodSpec, _methods(), "method")
+    if tp is ControllerSpec:
+        return _check_spec(value, key, ControllerSpec, _controllers(), "controller")
     if dataclasses.is_dataclass(tp):
         return _to_dataclass(tp, value, key)
     if origin in (typing.Union, types.UnionType):
@@ -160,10 +190,12 @@ def _convert(tp, value, key: str):
             )
         return value
     if origin in (list, tuple, Sequence):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key} must be a list; got {value!r}")
         args = typing.get_args(tp)
         item = args[0] if args else Any
+        if item in (MethodSpec, ControllerSpec) and isinstance(value, Mapping):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list; got {value!r}")
         return tuple(_convert(item, v, _join(key, i)) for i, v in enumerate(value))
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
@@ -192,7 +224,7 @@ def _to_dataclass(cls, value, key: str):
 
 def to_dict(config) -> Any:
     """A dataclass tree as plain dicts/lists/scalars (``MethodSpec`` written flat)."""
-    if isinstance(config, MethodSpec):
+    if isinstance(config, MethodSpec | ControllerSpec):
         return {"name": config.name, **{k: to_dict(v) for k, v in config.args.items()}}
     if dataclasses.is_dataclass(config):
         return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}

@@ -84,3 +84,14 @@ def check_choice(value, name: str, choices: Sequence[str]) -> None:
     """Raise ``ValueError`` naming the valid choices when ``value`` is not one of them."""
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def lookup(registry, name: str, what: str):
+    """``registry[name]``; an unknown name raises ``KeyError`` naming the closest keys."""
+    if name not in registry:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), [str(k) for k in registry], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown {what} {name!r}{hint}")
+    return registry[name]

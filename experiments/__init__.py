@@ -6,6 +6,8 @@ summary). ``entropix run CONFIG.yaml`` picks the module named by the config's ``
 import importlib
 from collections.abc import Mapping
 
+from entropix.validation import lookup
+
 # experiment name -> module under experiments/
 EXPERIMENTS: dict[str, str] = {
     "grpo": "grpo",
@@ -18,13 +20,7 @@ EXPERIMENTS: dict[str, str] = {
 
 def module(name: str):
     """Import the experiment module for ``name`` (a KeyError names the nearest one)."""
-    if name not in EXPERIMENTS:
-        import difflib
-
-        close = difflib.get_close_matches(name, EXPERIMENTS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown experiment {name!r}{hint}")
-    return importlib.import_module(f"experiments.{EXPERIMENTS[name]}")
+    return importlib.import_module(f"experiments.{lookup(EXPERIMENTS, name, 'experiment')}")
 
 
 class _Schemas(Mapping):

@@ -4,21 +4,19 @@ A small Llama decoder (``entropix.models``, ``tiny`` preset resized) is trained 
 LM on the generated text corpus (``entropix.tasks.text``) with Adam at a high learning rate and
 no warmup, once as is and once with sigmaReparam on every linear layer
 (W_hat = gamma / sigma(W) * W, "Stabilizing Transformer Training by Preventing Attention Entropy
-Collapse", Zhai et al. 2023), with ``entropix.train``'s TrainState and compiled step. Logged
-every ``log_every`` steps: the LM loss, the step's ``optim/`` and ``guard/`` metrics (gradient
-norm, ...) and the normalised per-head attention entropy H[b, h, q] / log(q + 1) averaged over
-batch and queries (``attn/L<l>H<h>``; ``entropy`` is the mean over heads), all computed in the
-train step's forward pass. A step with a non-finite loss or gradient is skipped (the step's
-guard) and counted in ``guard/nonfinite_total``. Writes one sub-run per variant,
+Collapse", Zhai et al. 2023). Each variant is an ``entropix.train.fit`` run (checkpointed,
+resumable) in its own sub-directory. Logged every step: the LM loss, the step's ``optim/`` and
+``guard/`` metrics (gradient norm, ...) and the normalised per-head attention entropy
+H[b, h, q] / log(q + 1) averaged over batch and queries (``attn/L<l>H<h>``; ``entropy`` is the
+mean over heads), all computed in the train step's forward pass. A step with a non-finite loss
+or gradient is skipped (the step's guard) and counted in ``guard/nonfinite_total``. Writes
 ``attention.md`` and ``plots/attention_heads.png``.
 """
 
-import contextlib
 import dataclasses
 import json
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -26,8 +24,9 @@ from flax import nnx
 
 from entropix.config import ExperimentConfig
 from entropix.models import Llama, get_preset
+from entropix.runs import metrics_table, series
 from entropix.tasks import CharTokenizer, corpus, lm_windows
-from entropix.train import MetricsLogger, TrainState, make_train_step
+from entropix.train import TrainConfig, fit, read_metrics
 from experiments.reporting import markdown_table
 
 VARIANTS = ("baseline", "sigma_reparam")
@@ -45,7 +44,7 @@ class Config(ExperimentConfig):
     lr: float = 3e-2
     sentences: int = 2000
     variants: tuple[str, ...] = VARIANTS
-    log_every: int = 5
+    log_every: int = 5  # progress lines every 10 * log_every steps
 
 
 def head_entropy(entropy):
@@ -59,7 +58,7 @@ def head_entropy(entropy):
     return normalised.mean(axis=(1, 3))
 
 
-def make_model(config: Config, variant: str) -> Llama:
+def make_model(config: Config, variant: str, rngs: nnx.Rngs) -> Llama:
     """The ``tiny`` Llama preset at this experiment's sizes (sigmaReparam for that variant)."""
     preset = get_preset(
         "tiny",
@@ -72,7 +71,7 @@ def make_model(config: Config, variant: str) -> Llama:
         max_seq_len=config.seq_len,
         use_sigma_reparam=variant == "sigma_reparam",
     )
-    return Llama(preset, rngs=nnx.Rngs(config.seed))
+    return Llama(preset, rngs=rngs)
 
 
 def lm_loss(model, windows, key, controls):
@@ -88,27 +87,35 @@ def lm_loss(model, windows, key, controls):
 
 
 def train_variant(config: Config, variant: str, text: str, run_dir: Path) -> dict:
-    """Train one variant; returns its summary row."""
+    """Train one variant with ``entropix.train.fit`` in ``run_dir/<variant>``; returns its
+    summary row. Batch t is ``lm_windows`` drawn with ``default_rng([seed, t])``."""
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r} is not one of {', '.join(VARIANTS)}")
-    model = make_model(config, variant)
-    state = TrainState.create(model, optax.adam(config.lr), rng=jax.random.PRNGKey(config.seed))
-    train_step = make_train_step(lm_loss)
-    rng = np.random.default_rng(config.seed)
-    losses, entropies = [], []
-    logger = MetricsLogger(
-        run_dir / variant, total_steps=config.steps, progress_every=10 * config.log_every
+
+    def data(position, state):
+        del state
+        rng = np.random.default_rng([config.seed, position])
+        return lm_windows(text, config.seq_len, config.batch_size, rng)
+
+    fit(
+        run_dir / variant,
+        model_fn=lambda rngs: make_model(config, variant, rngs),
+        optimizer=optax.adam(config.lr),
+        loss_fn=lm_loss,
+        data=data,
+        config=TrainConfig(
+            steps=config.steps,
+            checkpoint_every=config.steps,
+            keep=1,
+            max_nonfinite=config.steps,  # a diverging run is the point: never stop it
+            progress_every=10 * config.log_every,
+            tensorboard=False,
+            seed=config.seed,
+        ),
     )
-    with contextlib.closing(logger) as log:
-        for t in range(config.steps):
-            windows = jnp.asarray(lm_windows(text, config.seq_len, config.batch_size, rng))
-            state, metrics = train_step(state, windows)
-            metrics = jax.device_get(metrics)
-            losses.append(float(metrics["loss"]))
-            entropies.append(float(metrics["entropy"]))
-            if t == 0 or (t + 1) % config.log_every == 0 or t == config.steps - 1:
-                log.log(t + 1, metrics)
-    losses = np.asarray(losses)
+    records = read_metrics(run_dir / variant)
+    losses = np.asarray([r["loss"] for r in records], np.float64)
+    entropies = np.asarray([r["entropy"] for r in records], np.float64)
     tail = max(1, config.steps // 10)
     finite = losses[np.isfinite(losses)]
     return {
@@ -126,8 +133,6 @@ def _plot_heads(run_dir: Path, config: Config) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from entropix.commands.plot import metrics_table, series
 
     fig, axes = plt.subplots(
         1, len(config.variants), figsize=(5 * len(config.variants), 3.5), squeeze=False, sharey=True

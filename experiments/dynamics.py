@@ -8,8 +8,10 @@ R = -a exp(H) + b with a predictable ceiling b - a?
 Two settings: (1) a tabular K-armed softmax bandit trained by exact vanilla or natural policy
 gradient on J = E_pi r, where H and dH are exactly computable; :func:`run_bandit` is a pure
 function of a PRNG key, so seeds are ``jax.vmap``-ped into one compiled program; (2) the tiny
-GRPO run (``grpo`` section, optional), whose steps log ``dH/predicted`` (the batch covariance
-estimate) and ``dH/measured`` (entropy of the same batch after minus before the update).
+GRPO run (``grpo`` section, optional) on the RL trainer, whose logged steps hold
+``dH/measured`` (entropy of the same batch after minus before the step's updates) and
+``dH/predicted`` (its exact first-order prediction <grad H, delta theta> along the update the
+optimiser made; ``entropix.rl.update``).
 """
 
 import contextlib
@@ -28,6 +30,7 @@ from entropix.dynamics import (
     pg_logit_update,
     predicted_entropy_change,
 )
+from entropix.runs import metrics_table, series
 from entropix.train import MetricsLogger
 from experiments import grpo as grpo_experiment
 from experiments.reporting import markdown_table
@@ -138,8 +141,6 @@ def run(config: Config, run_dir) -> dict:
     }
     if config.grpo is not None:
         grpo_summary = grpo_experiment.run(config.grpo, run_dir / "grpo")
-        from entropix.commands.plot import metrics_table, series
-
         table = metrics_table(run_dir / "grpo")
         steps_p, predicted = series(table, "dH/predicted")
         steps_m, measured = series(table, "dH/measured")

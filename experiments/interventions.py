@@ -1,35 +1,45 @@
 """Interventions: which entropy interventions keep GRPO from collapsing its policy entropy?
 
 The same GRPO setup (``base``, an ``experiments.grpo`` config) is run once per method and
-seed; each method replaces ``base.loss`` (its terms, selector and aggregation). The SFT warm-up
-is done once per seed and shared by every method. Writes one sub-run per method/seed,
-``interventions.md`` (final reward, final entropy, collapse step, collapsed, eval accuracy) and
-``plots/curves.png`` (entropy and reward of every method).
+seed on the RL trainer; each method replaces ``base.loss`` (its reward and advantage shapers,
+terms, selector and aggregation) and ``base.controllers`` (the controllers its terms read:
+``entropy_anchor`` for SIREN, ``aepo_temperature`` for AEPO, ``entropy_history`` for EPO,
+``adaptive_entropy_coef`` for the adaptive bonus). The supervised warm-up is done once per
+seed (``sft_seed<s>``) and shared by every method. Writes one sub-run per method/seed,
+``interventions.md`` (final reward, final entropy, collapse step, collapsed, eval accuracy),
+``interventions.json`` and ``plots/curves.png`` (entropy and reward of every method).
 
 Collapse: entropy falls below ``collapse_fraction`` of its initial value (mean of the first
 ``initial_window`` logged steps) and stays there (:func:`entropix.dynamics.collapse_step`).
-AEPO's term is evaluated on the same temperature-1 batch as the policy loss, not on a separate
-temperature-T batch as in the paper.
+AEPO's term is evaluated on its own batch sampled at the controller's temperature.
 """
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from entropix.commands.compare import summarize
-from entropix.config import ExperimentConfig
+from entropix.config import ControllerSpec, ExperimentConfig
+from entropix.rl import LossConfig
+from entropix.runs import summarize
 from experiments import grpo
 from experiments.reporting import markdown_table
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One row of the sweep: the loss and the controllers its terms read."""
+
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    controllers: tuple[ControllerSpec, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(ExperimentConfig):
     experiment: str = "interventions"
     base: grpo.Config = dataclasses.field(default_factory=grpo.Config)
-    methods: dict[str, grpo.LossConfig] = dataclasses.field(default_factory=dict)
+    methods: dict[str, Method] = dataclasses.field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
     collapse_fraction: float = 0.5
     initial_window: int = 5
@@ -43,16 +53,15 @@ def run(config: Config, run_dir) -> dict:
     run_dir = Path(run_dir)
     rows, summary = [], {}
     for seed in config.seeds:
-        shared_start = None  # the first method's post-SFT state, copied to the others
-        for method, loss in config.methods.items():
+        for method, spec in config.methods.items():
             sub = run_dir / (method if len(config.seeds) == 1 else f"{method}_seed{seed}")
-            if shared_start is not None and not (sub / grpo.START_DIR).is_dir():
-                shutil.copytree(shared_start, sub / grpo.START_DIR)
-            base = dataclasses.replace(config.base, seed=seed, loss=loss, name=method)
-            result = grpo.run(base, sub)
-            shared_start = shared_start or sub / grpo.START_DIR
+            base = dataclasses.replace(
+                config.base, seed=seed, loss=spec.loss, controllers=spec.controllers, name=method
+            )
+            result = grpo.run(base, sub, sft_dir=run_dir / f"sft_seed{seed}")
             stats = summarize(sub, config.last, config.collapse_fraction, config.initial_window)
             collapsed = stats["collapse_step"] is not None
+            accuracy = result.get("final_eval_accuracy")
             rows.append(
                 [
                     method,
@@ -61,11 +70,11 @@ def run(config: Config, run_dir) -> dict:
                     stats["final_entropy"],
                     stats["collapse_step"],
                     "yes" if collapsed else "no",
-                    result["final_eval_accuracy"],
+                    accuracy,
                 ]
             )
             summary.setdefault(method, []).append(
-                {**stats, "collapsed": collapsed, "eval_accuracy": result["final_eval_accuracy"]}
+                {**stats, "collapsed": collapsed, "eval_accuracy": accuracy}
             )
     header = [
         "method",

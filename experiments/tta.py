@@ -8,13 +8,15 @@ for one adaptation step of the BatchNorm affine parameters (the Tent protocol). 
 update), ``tent``, ``eata`` (with its Fisher anti-forgetting term, the Fisher estimated on
 clean training digits, see :func:`eata_fisher`), ``sar`` (reliable
 entropy + SAM step + model reset), ``deyo`` (patch-shuffle PLPD filter), ``tsallis``
-(Tsallis-entropy Tent). Writes ``tta.md`` (accuracy table) and ``tta.json``;
-``metrics.jsonl`` holds the source training curve.
+(Tsallis-entropy Tent). Training the source model and every adaptation step go through the
+train engine (``entropix.train``: ``fit`` for the source, the compiled step with only the norm
+affine parameters trainable for adaptation). Writes ``tta.md`` (accuracy table) and
+``tta.json``; ``source/metrics.jsonl`` holds the source training curve.
 """
 
-import contextlib
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -29,11 +31,11 @@ from entropix.losses.deyo import patch_shuffle
 from entropix.models.classifiers import MLPClassifier, norm_affine_filter
 from entropix.optim import sar
 from entropix.tasks import CORRUPTIONS, corrupt, load_digits_split, stream
-from entropix.train import MetricsLogger
+from entropix.train import TrainConfig, TrainState, fit, make_train_step
 from experiments.reporting import markdown_table
 
 METHODS = ("source", "bn_stats", "tent", "eata", "sar", "deyo", "tsallis")
-LOG_EVERY = 20  # source training: log every LOG_EVERY steps (and the first)
+LOG_EVERY = 20  # source training: a progress line every 5 * LOG_EVERY steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,47 +58,74 @@ class Config(ExperimentConfig):
     extra_streams: bool = True  # label-sorted and batch-size-1 streams on corruptions[0]
 
 
-def split_model(model):
-    """(graphdef, affine, rest): the norm affine Params, and every other Param / BN statistic."""
-    graphdef, affine, rest = nnx.split(model, norm_affine_filter(model), ...)
-    return graphdef, affine, rest
+class ProbEMA(nnx.Variable):
+    """EATA's moving average of the test predictions (carried from step to step)."""
 
 
-def forward(graphdef, affine, rest, x, batch_stats: bool):
-    """Logits ``[B, 10]``; ``batch_stats`` normalises by the batch's statistics (train mode)."""
-    # fresh Variables at this trace level: train-mode BatchNorm writes its running statistics
-    affine, rest = jax.tree.map(jnp.asarray, (affine, rest))
-    model = nnx.merge(graphdef, affine, rest)
+class Adapting(nnx.Module):
+    """The source classifier during adaptation, with the state EATA threads through steps."""
+
+    def __init__(self, classifier: nnx.Module, num_classes: int):
+        self.classifier = classifier
+        self.prob_ema = ProbEMA(jnp.zeros(num_classes))
+
+    def __call__(self, x):
+        return self.classifier(x)
+
+
+def adapting(model, num_classes: int = 10, batch_stats: bool = True) -> Adapting:
+    """A copy of the source ``model`` ready to adapt: BatchNorm on the test batch's
+    statistics (``batch_stats``, train mode) or on its running ones (eval mode)."""
+    adapted = Adapting(nnx.clone(model), num_classes)
     if batch_stats:
-        model.train()
+        adapted.train()
     else:
-        model.eval()
-    return model(x)
+        adapted.eval()
+    return adapted
 
 
-def train_source(config: Config, x, y, log: MetricsLogger):
-    """Fit the BatchNorm MLP on clean digits with Adam and cross-entropy; returns the model."""
-    model = MLPClassifier(64, 10, (config.hidden, config.hidden), rngs=nnx.Rngs(config.seed))
-    optimizer = nnx.Optimizer(model, optax.adam(config.train_lr), wrt=nnx.Param)
+def split_model(model):
+    """(graphdef, affine, rest): the norm affine Params, and every other Param / variable."""
+    return nnx.split(model, norm_affine_filter(model), ...)
 
-    @nnx.jit
-    def step(model, optimizer, xb, yb):
-        def loss_fn(model):
-            logits = model(xb)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-            return loss, (logits.argmax(-1) == yb).mean()
 
-        (loss, acc), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-        optimizer.update(model, grads)
-        return loss, acc
+def train_source(config: Config, x, y, run_dir):
+    """Fit the BatchNorm MLP on clean digits with Adam and cross-entropy
+    (``entropix.train.fit`` in ``run_dir``; batch t drawn with ``default_rng([seed, t])``);
+    returns the model in eval mode."""
 
-    rng = np.random.default_rng(config.seed)
-    model.train()
-    for t in range(config.train_steps):
-        idx = rng.integers(0, len(y), config.train_batch)
-        loss, acc = step(model, optimizer, jnp.asarray(x[idx]), jnp.asarray(y[idx]))
-        if t == 0 or (t + 1) % LOG_EVERY == 0 or t == config.train_steps - 1:
-            log.log(t + 1, {"train/loss": loss, "train/accuracy": acc})
+    def loss_fn(model, batch, key, controls):
+        del key, controls
+        logits = model(batch["x"])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+        return loss, {"train/accuracy": (logits.argmax(-1) == batch["y"]).mean()}
+
+    def data(position, state):
+        del state
+        idx = np.random.default_rng([config.seed, position]).integers(0, len(y), config.train_batch)
+        return {"x": x[idx], "y": y[idx]}
+
+    def model_fn(rngs):
+        model = MLPClassifier(64, 10, (config.hidden, config.hidden), rngs=rngs)
+        model.train()
+        return model
+
+    result = fit(
+        run_dir,
+        model_fn=model_fn,
+        optimizer=optax.adam(config.train_lr),
+        loss_fn=loss_fn,
+        data=data,
+        config=TrainConfig(
+            steps=config.train_steps,
+            checkpoint_every=config.train_steps,
+            keep=1,
+            progress_every=5 * LOG_EVERY,
+            tensorboard=False,
+            seed=config.seed,
+        ),
+    )
+    model = result.state.model()
     model.eval()
     return model
 
@@ -105,96 +134,107 @@ def eata_fisher(model, x, config: Config):
     """EATA's diagonal Fisher of the BN affine parameters: F = mean over batches of g_b^2, g_b
     the gradient of the cross-entropy with the source model's own predictions (pseudo labels)
     on batch b of the first ``eata_fisher_samples`` clean samples, BN in batch-statistics mode
-    as during adaptation. Returns a pytree shaped like ``split_model(model)[1]``."""
-    graphdef, affine, rest = split_model(model)
+    as during adaptation. Returns a pytree shaped like ``split_model(adapting(model))[1]``."""
+    graphdef, affine, rest = split_model(adapting(model))
 
     @jax.jit
-    def batch_grad(xb):
+    def batch_grad(rest, xb):
         def ce(bn):
-            logits = forward(graphdef, bn, rest, xb, True)
+            # fresh variables at this trace level: train-mode BatchNorm writes its statistics
+            logits = nnx.merge(graphdef, bn, jax.tree.map(jnp.asarray, rest))(xb)
             labels = jax.lax.stop_gradient(logits.argmax(-1))
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
         return jax.grad(ce)(affine)
 
     xs = np.asarray(x[: config.eata_fisher_samples])
-    grads = [batch_grad(jnp.asarray(xs[i : i + config.batch_size]))
+    grads = [batch_grad(rest, jnp.asarray(xs[i : i + config.batch_size]))
              for i in range(0, len(xs), config.batch_size)]  # fmt: skip
     return fisher_diagonal(jax.tree.map(lambda *g: jnp.stack(g), *grads))
 
 
-def make_adapter(method: str, config: Config, num_classes: int = 10, fisher=None):
-    """(init, step) for ``method``: ``init(affine) -> state`` and the jitted
-    ``step(state, rest, x, key, graphdef) -> (state, logits)`` with ``graphdef, rest`` from
-    :func:`split_model`. ``eata`` needs ``fisher`` (from :func:`eata_fisher`): its loss adds
-    ``beta * sum F (theta - theta_0)^2`` with theta_0 the affine parameters ``init`` got.
+def _tta_loss(method: str, config: Config, model, fisher):
+    """``loss_fn(model, batch, key, controls)`` of ``method`` on the batch's logits; its
+    ``correct`` metric counts the batch's predictions (made before this batch's update)."""
+    if method == "tsallis":
+        loss = REGISTRY["tsallis_tta"].factory(q=config.tsallis_q)
+    else:
+        loss = REGISTRY[method].factory()
+    anchor = split_model(adapting(model))[1] if method == "eata" else None
 
-    Only the BN affine parameters adapt; predictions are made before the update. SAR's
-    optimizer is :func:`entropix.optim.sar` (SAM step + model recovery) around the SGD of the
-    other methods; its reliable-entropy filter is in its loss. The step is compiled once per
-    method and batch shape, whatever the stream.
+    def loss_fn(adapted, batch, key, controls):
+        del controls
+        logits = adapted(batch["x"])
+        if method == "eata":
+            value, (_, ema) = loss(logits, adapted.prob_ema[...])
+            adapted.prob_ema[...] = ema
+            affine = nnx.state(adapted, norm_affine_filter(adapted))
+            value += fisher_penalty(affine, anchor, fisher, config.eata_fisher_beta)
+        elif method == "deyo":
+            shuffled = jax.lax.stop_gradient(adapted(patch_shuffle(key, batch["x"], 4)))
+            value = loss(logits, shuffled)[0]
+        else:
+            value = loss(logits)[0]
+        correct = jnp.sum(logits.argmax(-1) == batch["y"]).astype(jnp.float32)
+        return value, {"correct": correct}
+
+    return loss_fn
+
+
+@dataclasses.dataclass(frozen=True)
+class Adapter:
+    """One method's online protocol: ``start(model)`` gives a fresh ``TrainState`` of the
+    source model (only the norm affine parameters trainable), ``step(state, batch)`` predicts
+    the batch and then adapts on it (``correct`` in its metrics)."""
+
+    method: str
+    start: Callable
+    step: Callable
+
+
+def make_adapter(method: str, config: Config, num_classes: int = 10, fisher=None, model=None):
+    """The :class:`Adapter` of ``method``. Adaptation is one step of the train engine
+    (``entropix.train.make_train_step``, compiled once per method and batch shape) on the
+    norm affine parameters: SGD with momentum (Tent's), for ``sar`` wrapped in
+    :func:`entropix.optim.sar` (SAM step + model recovery); ``source`` and ``bn_stats`` only
+    predict (running / test-batch BatchNorm statistics). ``eata`` needs ``fisher`` (from
+    :func:`eata_fisher`) and the source ``model`` (its affine parameters are EATA's anchor).
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {', '.join(METHODS)}")
-    if method == "eata" and fisher is None:
-        raise ValueError("method='eata' needs fisher=eata_fisher(model, clean_x, config)")
+    if method == "eata" and (fisher is None or model is None):
+        raise ValueError("method='eata' needs fisher=eata_fisher(model, clean_x, config), model=")
     opt = optax.sgd(config.lr, momentum=config.momentum)
-    opt = sar(opt, rho=config.sar_rho) if method == "sar" else optax.with_extra_args_support(opt)
-    if method == "tsallis":
-        loss = REGISTRY["tsallis_tta"].factory(q=config.tsallis_q)
-    elif method not in ("source", "bn_stats"):
-        loss = REGISTRY[method].factory()
+    if method == "sar":
+        opt = sar(opt, rho=config.sar_rho)
+    predict_only = method in ("source", "bn_stats")
 
-    def logits_of(bn, model, x, batch_stats):
-        rest, graphdef = model
-        return forward(graphdef, bn, rest, x, batch_stats)
+    def start(source):
+        adapted = adapting(source, num_classes, batch_stats=method != "source")
+        key = jax.random.PRNGKey(config.seed)
+        state = TrainState.create(adapted, opt, rng=key, wrt=norm_affine_filter(adapted))
+        return jax.device_put(state, jax.devices()[0])  # committed, as the step's outputs are
 
-    def objective(bn, state, model, x, key):
-        logits = logits_of(bn, model, x, True)
-        if method == "eata":
-            value, (_, ema) = loss(logits, state["prob_ema"])
-            value += fisher_penalty(bn, state["anchor"], fisher, config.eata_fisher_beta)
-            return value, (logits, {"prob_ema": ema})
-        if method == "deyo":
-            frozen_bn = jax.lax.stop_gradient(bn)
-            shuffled = logits_of(frozen_bn, model, patch_shuffle(key, x, 4), True)
-            return loss(logits, shuffled)[0], (logits, {})
-        return loss(logits)[0], (logits, {})
+    if predict_only:
 
-    def step(state, rest, x, key, graphdef):
-        model = (rest, graphdef)
-        if method in ("source", "bn_stats"):
-            return state, logits_of(state["bn"], model, x, method == "bn_stats")
-        grad_fn = jax.value_and_grad(objective, has_aux=True)
-        (_, (logits, extra)), grads = grad_fn(state["bn"], state, model, x, key)
-        value_and_grad_fn = jax.value_and_grad(lambda b: objective(b, state, model, x, key)[0])
-        updates, opt_state = opt.update(
-            grads, state["opt"], state["bn"], value_and_grad_fn=value_and_grad_fn
-        )
-        new = {**state, **extra, "bn": optax.apply_updates(state["bn"], updates), "opt": opt_state}
-        return new, logits
+        @jax.jit
+        def step(state, batch):
+            logits = state.model()(batch["x"])
+            return state, {"correct": jnp.sum(logits.argmax(-1) == batch["y"]).astype(float)}
 
-    def init(bn0):
-        state = {"bn": bn0, "opt": opt.init(bn0)}
-        if method == "eata":
-            state["prob_ema"] = jnp.zeros(num_classes)
-            state["anchor"] = bn0
-        return state
-
-    return init, jax.jit(step, static_argnames="graphdef")
+    else:
+        step = make_train_step(_tta_loss(method, config, model, fisher), donate=False)
+    return Adapter(method, start, step)
 
 
-def evaluate(adapter, model, x, y, batch_size, order, seed) -> float:
-    """Online accuracy of one ``make_adapter`` pair over one stream (predict, then adapt);
-    ``model`` (the source classifier) is not modified."""
-    init, step = adapter
-    graphdef, affine, rest = split_model(model)
-    state = init(affine)
-    key = jax.random.key(seed)
-    correct = 0
-    for i, (xb, yb) in enumerate(stream(x, y, batch_size, order, np.random.default_rng(seed))):
-        state, logits = step(state, rest, jnp.asarray(xb), jax.random.fold_in(key, i), graphdef)
-        correct += int((np.asarray(logits).argmax(-1) == yb).sum())
+def evaluate(adapter: Adapter, model, x, y, batch_size, order, seed) -> float:
+    """Online accuracy of one adapter over one stream (predict, then adapt); ``model`` (the
+    source classifier) is not modified."""
+    state = adapter.start(model)
+    correct = 0.0
+    for xb, yb in stream(x, y, batch_size, order, np.random.default_rng(seed)):
+        state, metrics = adapter.step(state, {"x": jnp.asarray(xb), "y": jnp.asarray(yb)})
+        correct += float(metrics["correct"])
     return correct / len(y)
 
 
@@ -202,9 +242,7 @@ def run(config: Config, run_dir) -> dict:
     """Train the source model, evaluate every method on every stream, write the table."""
     run_dir = Path(run_dir)
     x, y, xt, yt = load_digits_split(seed=config.seed)
-    logger = MetricsLogger(run_dir, total_steps=config.train_steps, progress_every=5 * LOG_EVERY)
-    with contextlib.closing(logger) as log:
-        model = train_source(config, x, y, log)
+    model = train_source(config, x, y, run_dir / "source")
     rng = np.random.default_rng(config.seed)
     streams = [("clean", 0, xt, config.batch_size, "random")]
     for kind in config.corruptions:
@@ -218,7 +256,10 @@ def run(config: Config, run_dir) -> dict:
         streams.append((kind, severity, xc, config.batch_size, "label-sorted"))
         streams.append((kind, severity, xc, 1, "random"))
     fisher = eata_fisher(model, x, config) if "eata" in config.methods else None
-    adapters = {method: make_adapter(method, config, fisher=fisher) for method in config.methods}
+    adapters = {
+        method: make_adapter(method, config, fisher=fisher, model=model)
+        for method in config.methods
+    }
     results = []
     for kind, severity, xs, batch_size, order in streams:
         row = {"corruption": kind, "severity": severity, "batch_size": batch_size, "order": order}

@@ -17,6 +17,7 @@ SUITES: dict[str, tuple[str, tuple[str, ...]]] = {
     "train": ("entropix.bench.train", ("entropix.models", "entropix.train")),
     "rollout": ("entropix.bench.rollout", ("entropix.models", "entropix.rollout")),
     "scaling": ("entropix.bench.scaling", ("experiments.dynamics",)),
+    "rl": ("entropix.bench.rl", ("entropix.rl",)),
 }
 
 

@@ -1,9 +1,9 @@
 """Benchmark speed, memory and scaling as ratios measured side by side; write JSON + Markdown.
 
 Suites: entropy (fused vs naive log-prob/entropy: time and XLA temporary memory), loss (every
-registered loss vs token-mean PPO clip), train and rollout (decoder train step and decoding;
-reported "not available" until the model layer and their benchmark modules exist), scaling
-(vmapped seeds vs a Python loop). Each timed figure is the
+registered loss vs token-mean PPO clip), train and rollout (decoder train step and decoding),
+scaling (vmapped seeds vs a Python loop) and rl (one RL update of the engine: rollout, update
+and probe shares of a step, and model-FLOP utilisation). Each timed figure is the
 median of >= 5 runs after compilation, reported with min and max. Writes OUT/results.json and
 OUT/results.md and prints the Markdown. See docs/benchmarks.md.
 """

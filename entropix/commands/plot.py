@@ -9,39 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS_FILE = "metrics.jsonl"  # entropix.train.metrics.METRICS_FILE (not imported: start-up)
+from entropix.runs import find_runs, metrics_table, series
 
 CURVES = ("entropy", "reward")
 
 
 def add_arguments(parser):
     parser.add_argument("run_dir", help="a run directory written by `entropix run`")
-
-
-def metrics_table(run_dir) -> dict[str, np.ndarray]:
-    """``<run_dir>/metrics.jsonl`` as columns: {key: values [records]} (NaN where a record lacks
-    the key or held null; keys with non-numeric values left out), with 'step'."""
-    from entropix.train import read_metrics  # the training layer imports orbax: only when used
-
-    rows = read_metrics(run_dir)
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    table = {}
-    for key in keys:
-        values = [row.get(key, np.nan) for row in rows]
-        if all(isinstance(v, int | float) for v in values):
-            table[key] = np.array(values, np.float64)
-    if "step" not in table:
-        table["step"] = np.arange(len(rows), dtype=np.float64)
-    return table
-
-
-def series(table: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of ``key`` where it was logged."""
-    values = table.get(key)
-    if values is None:
-        return np.zeros(0), np.zeros(0)
-    keep = np.isfinite(values)
-    return table["step"][keep], values[keep]
 
 
 def smooth(values: np.ndarray, fraction: float = 0.05) -> np.ndarray:
@@ -51,22 +25,6 @@ def smooth(values: np.ndarray, fraction: float = 0.05) -> np.ndarray:
     total = np.convolve(values, kernel, mode="same")
     count = np.convolve(np.ones_like(values), kernel, mode="same")
     return total / count
-
-
-def find_runs(run_dir) -> dict[str, Path]:
-    """Label -> run directory, for the run and its direct sub-runs (sorted) that hold a
-    metrics.jsonl."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {str(run_dir)!r} not found")
-    runs = {}
-    if (run_dir / METRICS_FILE).is_file():
-        runs[run_dir.name] = run_dir
-    for sub in sorted(p for p in run_dir.iterdir() if (p / METRICS_FILE).is_file()):
-        runs[sub.name] = sub
-    if not runs:
-        raise FileNotFoundError(f"no {METRICS_FILE} in {str(run_dir)!r} or its sub-directories")
-    return runs
 
 
 def plot_run(run_dir) -> list[Path]:

@@ -12,7 +12,7 @@ file-level ``noqa`` for unused imports (F401) and import order (I001).
 # ruff: noqa: F401, I001
 
 from entropix.losses.batch import PolicyBatch, make_policy_batch, validate_batch
-from entropix.losses.compose import Term, compose
+from entropix.losses.compose import Composed, Term, compose
 from entropix.losses.registry import REGISTRY, get, methods_table, register
 from entropix.losses.selectors import (
     Selector,
@@ -33,7 +33,7 @@ from entropix.losses.advantages import (
 )
 from entropix.losses.objectives import ppo_clip, policy_ratio
 from entropix.losses.kl import kl_estimate, kl_ref
-from entropix.losses.entropy_bonus import entropy_bonus
+from entropix.losses.entropy_bonus import adaptive_entropy_bonus, entropy_bonus
 from entropix.losses.covariance import (
     centred_covariance,
     clip_cov,

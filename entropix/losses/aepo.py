@@ -42,6 +42,9 @@ def aepo(coef: float = 1.0) -> Term:
     configuration; see :func:`aepo_temperature`). Evaluate this term on the batch of
     temperature-T samples (``batch.rewards`` [B] is R, ``batch.logp`` the temperature-1
     log-probs); no baseline is subtracted, so with 0/1 rewards only correct samples push.
+    The term declares ``sampled_at="aepo_temperature"``: the RL trainer samples that batch at
+    ``controls["aepo_temperature"]`` (the ``aepo_temperature`` controller,
+    ``entropix.optim.AEPOTemperature``) and evaluates the term on it.
     """
     check_positive(coef, "coef")
 
@@ -50,4 +53,4 @@ def aepo(coef: float = 1.0) -> Term:
         logp = jnp.asarray(batch.logp, jnp.float32)
         return -jnp.asarray(rewards, jnp.float32)[:, None] * logp, {}
 
-    return Term("aepo", fn, coef=coef)
+    return Term("aepo", fn, coef=coef, sampled_at="aepo_temperature")

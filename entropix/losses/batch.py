@@ -41,6 +41,9 @@ import jax.numpy as jnp
 from entropix.entropy import shannon_entropy
 from entropix.validation import check_floating, check_mask, check_rank, check_shape
 
+# Fields a trainer fills only when a term declares it needs them (``Term.needs``).
+OPTIONAL_FIELDS = ("logits", "ref_logp")
+
 
 @flax.struct.dataclass
 class PolicyBatch:

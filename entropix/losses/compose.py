@@ -18,13 +18,22 @@ Term protocol (every loss factory in ``entropix.losses`` returns a :class:`Term`
 * Per-step inputs that are not model outputs come in the batch, never as factory arguments:
   randomness in ``batch.key``, controller state in ``batch.controls`` (so one compiled step
   serves every value).
+* Declarations, read by trainers before anything is compiled: ``needs`` names the optional
+  PolicyBatch fields the term reads (``"logits"``: full next-token logits, which a trainer
+  otherwise does not build; ``"ref_logp"``: a frozen reference policy), ``controls`` the
+  controller values it reads from ``batch.controls`` (``"step"`` is always there), and
+  ``sampled_at`` names a control holding a sampling temperature: the term is then evaluated on
+  its own batch of responses sampled at that temperature (AEPO), not on the policy batch.
+  Selectors declare ``needs`` too; a term's ``all_needs`` include its selectors'.
 * Builders return new terms: ``term.where(sel)``, ``term.detach_where(sel)``,
   ``term.with_coef(c)``, ``term.named(n)``; selectors compose with ``&``, ``|``, ``~``.
 
-``compose(*terms, aggregate="token-mean", norm=None)`` returns ``loss_fn(batch)`` with
-``loss = sum_i coef_i * L_i`` and metrics ``{"loss": loss, "<name>/loss": L_i, "<name>/...": ...}``
-(``L_i`` before the coefficient). Term names must be unique; rename with ``.named``. The
-function validates the batch once at trace time and is pure, so it jits and differentiates.
+``compose(*terms, aggregate="token-mean", norm=None)`` returns a :class:`Composed` loss,
+called as ``loss_fn(batch)``, with ``loss = sum_i coef_i * L_i`` and metrics
+``{"loss": loss, "<name>/loss": L_i, "<name>/...": ...}`` (``L_i`` before the coefficient).
+Term names must be unique; rename with ``.named``. The call validates the batch once at trace
+time and is pure, so it jits and differentiates; ``loss_fn.needs`` / ``.controls`` are the
+union of its terms' declarations.
 """
 
 import dataclasses
@@ -36,7 +45,7 @@ import jax.numpy as jnp
 
 from entropix.entropy import AGGREGATION_MODES
 from entropix.entropy import aggregate as aggregate_tokens
-from entropix.losses.batch import PolicyBatch, validate_batch
+from entropix.losses.batch import OPTIONAL_FIELDS, PolicyBatch, validate_batch
 from entropix.losses.selectors import Selector
 from entropix.validation import check_choice
 
@@ -54,10 +63,30 @@ class Term:
     selector: Selector | None = None
     detach: Selector | None = None
     aggregate: str | None = None
+    needs: tuple[str, ...] = ()
+    controls: tuple[str, ...] = ()
+    sampled_at: str | None = None
 
     def __post_init__(self):
         if self.aggregate is not None:
             check_choice(self.aggregate, f"{self.name}: aggregate", AGGREGATION_MODES)
+        unknown = sorted(set(self.needs) - set(OPTIONAL_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"term {self.name!r} declares unknown needs {unknown}; "
+                f"optional PolicyBatch fields are {list(OPTIONAL_FIELDS)}"
+            )
+        if self.sampled_at is not None and self.sampled_at not in self.controls:
+            object.__setattr__(self, "controls", (*self.controls, self.sampled_at))
+
+    @property
+    def all_needs(self) -> frozenset[str]:
+        """``needs`` of the term and of its selector / detach selections."""
+        needs = set(self.needs)
+        for selection in (self.selector, self.detach):
+            if selection is not None:
+                needs |= selection.needs
+        return frozenset(needs)
 
     def where(self, selector: Selector) -> "Term":
         """This term restricted to ``selector`` (intersected with any existing selector)."""
@@ -99,9 +128,39 @@ class Term:
         return value, metrics
 
 
-def compose(
-    *terms: Term, aggregate: str = "token-mean", norm: float | None = None
-) -> Callable[[PolicyBatch], tuple[jax.Array, dict]]:
+@dataclass(frozen=True)
+class Composed:
+    """``batch -> (sum_i coef_i * L_i, metrics)`` over ``terms`` (see :func:`compose`)."""
+
+    terms: tuple[Term, ...]
+    aggregate: str = "token-mean"
+    norm: float | None = None
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """Optional PolicyBatch fields some term or selector reads."""
+        return frozenset().union(*(t.all_needs for t in self.terms))
+
+    @property
+    def controls(self) -> frozenset[str]:
+        """Controller values some term reads from ``batch.controls``."""
+        return frozenset(c for t in self.terms for c in t.controls)
+
+    def __call__(self, batch: PolicyBatch) -> tuple[jax.Array, dict]:
+        validate_batch(batch)
+        total = jnp.zeros((), jnp.float32)
+        metrics = {}
+        for term in self.terms:
+            value, term_metrics = term.evaluate(batch, self.aggregate, self.norm)
+            total = total + term.coef * value
+            metrics[f"{term.name}/loss"] = value
+            for key, metric in term_metrics.items():
+                metrics[f"{term.name}/{key}"] = metric
+        metrics["loss"] = total
+        return total, metrics
+
+
+def compose(*terms: Term, aggregate: str = "token-mean", norm: float | None = None) -> Composed:
     """``batch -> (sum_i coef_i * L_i, metrics)`` over ``terms`` (protocol in module docstring).
 
     ``aggregate`` is the default mode for per-token terms (one of ``AGGREGATION_MODES``);
@@ -117,18 +176,4 @@ def compose(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"duplicate term names {dupes}; rename one with term.named('...')")
-
-    def loss_fn(batch: PolicyBatch) -> tuple[jax.Array, dict]:
-        validate_batch(batch)
-        total = jnp.zeros((), jnp.float32)
-        metrics = {}
-        for term in terms:
-            value, term_metrics = term.evaluate(batch, aggregate, norm)
-            total = total + term.coef * value
-            metrics[f"{term.name}/loss"] = value
-            for key, metric in term_metrics.items():
-                metrics[f"{term.name}/{key}"] = metric
-        metrics["loss"] = total
-        return total, metrics
-
-    return loss_fn
+    return Composed(tuple(terms), aggregate, norm)

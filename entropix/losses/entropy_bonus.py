@@ -34,3 +34,33 @@ def entropy_bonus(coef: float = 1e-3) -> Term:
         return -jnp.asarray(entropy, jnp.float32), {}
 
     return Term("entropy", fn, coef=coef)
+
+
+@register(
+    "adaptive_entropy_bonus",
+    paper="Soft Actor-Critic Algorithms and Applications (automatic entropy coefficient); "
+    "adaptive entropy control in LLM RL: Skywork Open Reasoner 1 Technical Report",
+    kind="intervention",
+)
+def adaptive_entropy_bonus() -> Term:
+    """Entropy bonus whose coefficient a controller steers toward a target entropy.
+
+    Formula:
+        loss_t = -alpha * H_t,   alpha = controls["entropy_coef"]
+        (the ``adaptive_entropy_coef`` controller: log alpha += lr * (H_target - H) per step)
+
+    Paper: Soft Actor-Critic Algorithms and Applications (Haarnoja et al., 2018) for the
+    automatic coefficient; Skywork Open Reasoner 1 Technical Report (He et al., 2025) for its
+    use against entropy collapse in LLM RL.
+
+    Defaults: none here; the target, rate and bounds belong to the controller
+    (``entropix.optim.AdaptiveEntropyCoef``: init alpha 1e-3, lr 0.01 per nat). Needs
+    ``batch.entropy`` with gradient and ``batch.controls["entropy_coef"]``.
+    """
+
+    def fn(batch: PolicyBatch, mask):
+        entropy = batch.require("entropy", "adaptive_entropy_bonus")
+        alpha = batch.control("entropy_coef", "adaptive_entropy_bonus")
+        return -alpha * jnp.asarray(entropy, jnp.float32), {"coef": alpha}
+
+    return Term("adaptive_entropy", fn, controls=("entropy_coef",))

@@ -94,4 +94,5 @@ def entropy_discriminator_clip(threshold: float = 2.0, baseline: str = "batch") 
         c = discriminator_contribution(batch.logp, entropy, batch.advantages, batch.mask, logits)
         return discriminator_keep_mask(c, batch.mask, threshold)
 
-    return Selector(f"entropy_discriminator_{baseline}", select)
+    needs = frozenset({"logits"}) if baseline == "vocab" else frozenset()
+    return Selector(f"entropy_discriminator_{baseline}", select, needs)

@@ -62,7 +62,10 @@ def epo_smoothing(
     the penalty is scaled by :func:`epo_phase_weight` at ``batch.controls["step"]``. Our
     choice: the penalty is the distance to the band (zero inside, gradient pushing H_t back
     in); the paper describes the band penalty qualitatively. Needs ``batch.entropy`` and
-    ``batch.controls["entropy_hist_mean"]``.
+    ``batch.controls["entropy_hist_mean"]``; when ``batch.controls["entropy_hist_count"]`` is
+    given (the ``entropy_history`` controller gives it) the penalty is 0 while the history is
+    empty, since a band around an unknown mean (read as 0) would push every token's entropy
+    to 0.
     """
     check_positive(coef, "coef")
     if not 0.0 <= kappa_low <= kappa_high:
@@ -76,9 +79,11 @@ def epo_smoothing(
         below = jnp.maximum(kappa_low * hist - entropy, 0.0)
         above = jnp.maximum(entropy - kappa_high * hist, 0.0)
         weight = 1.0
+        if batch.controls is not None and "entropy_hist_count" in batch.controls:
+            weight = (batch.control("entropy_hist_count", "epo_smoothing") > 0).astype(jnp.float32)
         if total_steps is not None:
-            weight = epo_phase_weight(batch.control("step", "epo_smoothing"), total_steps)
+            weight = weight * epo_phase_weight(batch.control("step", "epo_smoothing"), total_steps)
         outside = ((below > 0) | (above > 0)).astype(jnp.float32)
         return weight * (below + above), {"outside_fraction": masked_mean(outside, mask)}
 
-    return Term("epo_smoothing", fn, coef=coef)
+    return Term("epo_smoothing", fn, coef=coef, controls=("entropy_hist_mean",))

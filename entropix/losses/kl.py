@@ -55,4 +55,4 @@ def kl_ref(coef: float = 0.04, estimator: str = "k3") -> Term:
         ref_logp = batch.require("ref_logp", "kl_ref")
         return kl_estimate(batch.logp, ref_logp, estimator), {}
 
-    return Term("kl_ref", fn, coef=coef)
+    return Term("kl_ref", fn, coef=coef, needs=("ref_logp",))

@@ -76,4 +76,4 @@ def lp_reg(coef: float = 1.0, rho: float = 0.01, min_p: float = 0.02) -> Term:
         values = jnp.where(selected, kl, 0.0)
         return values, {"selected_fraction": masked_mean(selected.astype(jnp.float32), mask)}
 
-    return Term("lp_reg", fn, coef=coef)
+    return Term("lp_reg", fn, coef=coef, needs=("logits",))

@@ -17,6 +17,8 @@ Kinds: ``objective`` (RL surrogate / KL), ``advantage`` (advantage shapers), ``s
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from entropix.validation import lookup
+
 KINDS = ("objective", "advantage", "selector", "intervention", "reward", "tta", "auxiliary")
 
 
@@ -53,13 +55,7 @@ def register(name: str, *, paper: str, kind: str) -> Callable[[Callable], Callab
 
 def get(name: str) -> MethodInfo:
     """Look up a method by key; unknown keys raise ``KeyError`` naming the closest keys."""
-    if name not in REGISTRY:
-        import difflib
-
-        close = difflib.get_close_matches(name, REGISTRY, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown method {name!r}{hint}")
-    return REGISTRY[name]
+    return lookup(REGISTRY, name, "method")
 
 
 def _section(doc: str, title: str, joiner: str = " ") -> str:

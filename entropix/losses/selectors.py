@@ -27,10 +27,15 @@ from entropix.losses.batch import PolicyBatch
 
 @dataclass(frozen=True)
 class Selector:
-    """A named token selection ``fn(batch) -> bool [B, T]``; ``&``, ``|`` and ``~`` compose."""
+    """A named token selection ``fn(batch) -> bool [B, T]``; ``&``, ``|`` and ``~`` compose.
+
+    ``needs``: the optional PolicyBatch fields ``fn`` reads (e.g. ``{"logits"}``; see
+    ``entropix.losses.compose``), carried through the combinators.
+    """
 
     name: str
     fn: Callable[[PolicyBatch], jax.Array]
+    needs: frozenset[str] = frozenset()
 
     def __call__(self, batch: PolicyBatch) -> jax.Array:
         out = self.fn(batch)
@@ -42,13 +47,15 @@ class Selector:
         return jax.lax.stop_gradient(out.astype(bool))
 
     def __and__(self, other: "Selector") -> "Selector":
-        return Selector(f"({self.name}&{other.name})", lambda b: self(b) & other(b))
+        needs = self.needs | other.needs
+        return Selector(f"({self.name}&{other.name})", lambda b: self(b) & other(b), needs)
 
     def __or__(self, other: "Selector") -> "Selector":
-        return Selector(f"({self.name}|{other.name})", lambda b: self(b) | other(b))
+        needs = self.needs | other.needs
+        return Selector(f"({self.name}|{other.name})", lambda b: self(b) | other(b), needs)
 
     def __invert__(self) -> "Selector":
-        return Selector(f"~{self.name}", lambda b: ~self(b))
+        return Selector(f"~{self.name}", lambda b: ~self(b), self.needs)
 
 
 def all_tokens() -> Selector:

@@ -31,7 +31,7 @@ def peak_entropy_mask(quantile: float = 0.8, top_p: float = 0.8) -> Selector:
         logits = batch.require("logits", "peak_entropy_mask")
         return _peak(top_p_entropy(logits, top_p), batch.mask, quantile)
 
-    return Selector(f"peak{quantile:g}", fn)
+    return Selector(f"peak{quantile:g}", fn, frozenset({"logits"}))
 
 
 @register(
@@ -52,8 +52,11 @@ def siren(coef: float = 5e-3, top_p: float = 0.8, quantile: float = 0.8) -> Term
 
     Defaults: coef = 5e-3, top_p = 0.8, quantile = 0.8 (the peak mask keeps the top 20%), as
     in the authors' training script. ``H_anchor`` is ``batch.controls["entropy_anchor"]``: the
-    authors take Hbar of the initial policy; set it once from this term's ``entropy`` metric
-    at the first step. Needs ``batch.logits``. Hbar is a token-mean over M whatever the
+    authors take Hbar of the initial policy, which the ``entropy_anchor`` controller
+    (``entropix.optim.EntropyAnchor``) records from this term's ``entropy`` metric at the first
+    step. While the anchor is NaN (not recorded yet) it is Hbar itself without gradient, so the
+    loss and its gradient are 0: the first step's Hbar is the initial policy's. Needs
+    ``batch.logits``. Hbar is a token-mean over M whatever the
     composed aggregation mode (our choice; the objective's own aggregation is unaffected).
     """
     check_positive(coef, "coef")
@@ -66,7 +69,15 @@ def siren(coef: float = 5e-3, top_p: float = 0.8, quantile: float = 0.8) -> Term
         entropy = top_p_entropy(logits, top_p)  # once, for the peak mask and the loss
         selected = mask * _peak(entropy, batch.mask, quantile).astype(jnp.float32)
         mean_entropy = masked_mean(entropy, selected)
+        anchor = jnp.where(jnp.isnan(anchor), jax.lax.stop_gradient(mean_entropy), anchor)
         metrics = {"entropy": mean_entropy, "selected_fraction": masked_mean(selected, mask)}
         return (mean_entropy - anchor) ** 2, metrics
 
-    return Term("siren", fn, coef=coef, per_token=False)
+    return Term(
+        "siren",
+        fn,
+        coef=coef,
+        per_token=False,
+        needs=("logits",),
+        controls=("entropy_anchor",),
+    )

@@ -1,4 +1,5 @@
-"""Models (layer 5): Llama-family decoder with KV cache, sigmaReparam, TTA classifiers, loaders.
+"""Models (layer 5): Llama-family decoder (Llama 1-3, Mistral, Qwen2/2.5, Qwen3, SmolLM2) with KV
+cache, sigmaReparam, TTA classifiers, loaders (HF safetensors, GGUF) and HF export.
 
 See ``docs/models.md`` for the architecture, presets, loaders and their checks.
 """
@@ -11,8 +12,10 @@ from entropix.models.classifiers import (
     norm_affine_mask,
     norm_affine_paths,
 )
+from entropix.models.export import save_pretrained
+from entropix.models.hf_config import FAMILIES, config_to_hf
 from entropix.models.kv_cache import KVCache
-from entropix.models.layers import RMSNorm, apply_rope, rope_cos_sin
+from entropix.models.layers import RMSNorm, apply_rope, rope_cos_sin, rope_inv_freq
 from entropix.models.llama import PRESETS, Llama, LlamaConfig, LlamaOutput, get_preset
 from entropix.models.loaders import (
     CheckpointError,
@@ -39,6 +42,7 @@ from entropix.models.tokenizer import (
 )
 
 __all__ = [
+    "FAMILIES",
     "NORMS",
     "PRESETS",
     "CNNClassifier",
@@ -55,6 +59,7 @@ __all__ = [
     "apply_rope",
     "config_from_gguf",
     "config_from_hf",
+    "config_to_hf",
     "get_preset",
     "load_gguf",
     "load_hf",
@@ -67,6 +72,8 @@ __all__ = [
     "smollm2_gguf_path",
     "power_iteration_step",
     "rope_cos_sin",
+    "rope_inv_freq",
+    "save_pretrained",
     "spectral_state",
     "tokenizer_from_gguf",
     "tokenizer_from_hf",

@@ -15,6 +15,7 @@ as a bool pytree over ``nnx.state(model, nnx.Param)`` for ``optax.masked``. Both
 decoder (its RMSNorm weights).
 """
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -133,10 +134,20 @@ def norm_affine_paths(model) -> frozenset[tuple]:
     return frozenset(paths)
 
 
+@dataclasses.dataclass(frozen=True)
+class _InPaths:
+    """An nnx filter predicate: the variable's path is one of ``paths`` (equal by value, so
+    two filters of same-shaped models are the same static argument of a jitted step)."""
+
+    paths: frozenset
+
+    def __call__(self, path, _) -> bool:
+        return tuple(path) in self.paths
+
+
 def norm_affine_filter(model):
     """An ``nnx`` filter selecting exactly the normalisation layers' affine Params."""
-    paths = norm_affine_paths(model)
-    return nnx.All(nnx.Param, lambda path, _: tuple(path) in paths)
+    return nnx.All(nnx.Param, _InPaths(norm_affine_paths(model)))
 
 
 def norm_affine_mask(model):

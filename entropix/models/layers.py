@@ -8,9 +8,21 @@ RoPE ("RoFormer: Enhanced Transformer with Rotary Position Embedding", Su et al.
     inv_freq_i = theta^(-2i/d),  a = p * [inv_freq, inv_freq]          (i = 0 .. d/2 - 1)
     rope(x) = x * cos(a) + rotate_half(x) * sin(a),   rotate_half([x1, x2]) = [-x2, x1]
 Default theta = 10000 (the paper); Llama checkpoints set their own (SmolLM2: 1e5).
+
+RoPE scaling (``rope_inv_freq``), with f_i = inv_freq_i and wavelength w_i = 2 pi / f_i:
+* "linear" (position interpolation, "Extending Context Window of Large Language Models via
+  Positional Interpolation", Chen et al. 2023): f_i / factor.
+* "llama3" ("The Llama 3 Herd of Models", Llama Team 2024; Llama 3.1 defaults factor 8,
+  low_freq_factor 1, high_freq_factor 4, original_max_len L = 8192): f_i if w_i < L / high;
+  f_i / factor if w_i > L / low; otherwise (1 - s) f_i / factor + s f_i with
+  s = (L / w_i - low) / (high - low).
+* per-frequency divisors d_i (llama.cpp's ``rope_freqs.weight`` in GGUF): f_i / d_i.
 """
 
+import math
+
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from entropix.models.sigma_reparam import SigmaReparamLinear
@@ -29,10 +41,55 @@ class RMSNorm(nnx.Module):
         return self.weight[...].astype(x.dtype) * normed.astype(x.dtype)
 
 
-def rope_cos_sin(positions, head_dim: int, theta: float = 10000.0):
-    """cos, sin tables [..., head_dim] (fp32) for integer ``positions`` [...]."""
-    inv_freq = theta ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
-    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+def rope_inv_freq(
+    head_dim: int,
+    theta: float = 10000.0,
+    *,
+    rope_type: str = "default",
+    factor: float = 1.0,
+    low_freq_factor: float = 1.0,
+    high_freq_factor: float = 4.0,
+    original_max_len: int = 8192,
+    freq_factors=None,
+) -> np.ndarray:
+    """RoPE inverse frequencies [head_dim / 2] (fp32): theta^(-2i/d), scaled (module docstring).
+
+    Computed in float64 on the host (a constant of the config) and rounded to fp32.
+    """
+    inv_freq = float(theta) ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    if rope_type == "linear":
+        inv_freq = inv_freq / factor
+    elif rope_type == "llama3":
+        wavelen = 2 * math.pi / inv_freq
+        low_wavelen = original_max_len / low_freq_factor
+        high_wavelen = original_max_len / high_freq_factor
+        smooth = (original_max_len / wavelen - low_freq_factor) / (
+            high_freq_factor - low_freq_factor
+        )
+        smoothed = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        inv_freq = np.where(
+            wavelen < high_wavelen,
+            inv_freq,
+            np.where(wavelen > low_wavelen, inv_freq / factor, smoothed),
+        )
+    elif rope_type != "default":
+        raise ValueError(f"rope_type {rope_type!r} is not one of {ROPE_TYPES}")
+    if freq_factors is not None:
+        inv_freq = inv_freq / np.asarray(freq_factors, np.float64)
+    return inv_freq.astype(np.float32)
+
+
+def rope_cos_sin(positions, head_dim: int, theta: float = 10000.0, inv_freq=None):
+    """cos, sin tables [..., head_dim] (fp32) for integer ``positions`` [...].
+
+    ``inv_freq`` [head_dim / 2] (from ``rope_inv_freq``, e.g. scaled) replaces theta^(-2i/d).
+    """
+    if inv_freq is None:
+        inv_freq = rope_inv_freq(head_dim, theta)
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)
     angles = jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
 

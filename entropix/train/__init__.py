@@ -18,7 +18,14 @@ from entropix.train.mesh import (
 )
 from entropix.train.metrics import MetricsLogger, progress_line, read_metrics
 from entropix.train.state import TrainState
-from entropix.train.step import NonFiniteError, check_guard, make_train_step, nonfinite_terms
+from entropix.train.step import (
+    NonFiniteError,
+    check_guard,
+    make_train_step,
+    merge_rows,
+    nonfinite_terms,
+    split_rows,
+)
 
 __all__ = [
     "AXES",
@@ -39,12 +46,14 @@ __all__ = [
     "init_state",
     "make_mesh",
     "make_train_step",
+    "merge_rows",
     "nonfinite_terms",
     "progress_line",
     "read_metrics",
     "replicated",
     "shard_batch",
     "spec_for",
+    "split_rows",
     "state_shardings",
     "tree_shardings",
 ]

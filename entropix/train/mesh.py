@@ -33,6 +33,9 @@ LLAMA_RULES: tuple[tuple[str, P], ...] = (
     (r"(q_proj|k_proj|v_proj|gate_proj|up_proj)/kernel", P("fsdp", "tensor")),
     (r"(o_proj|down_proj)/kernel", P("tensor", "fsdp")),
     (r"lm_head/kernel", P("fsdp", "tensor")),
+    # biases follow their kernel's output dim: column-parallel ones split over "tensor";
+    # o/down biases (output dim = model dim) and q/k norm scales are replicated (no rule).
+    (r"(q_proj|k_proj|v_proj|gate_proj|up_proj)/bias", P("tensor")),
 )
 # Any other model: 2-D kernels FSDP x tensor, embeddings vocab x FSDP, the rest replicated.
 DEFAULT_RULES: tuple[tuple[str, P], ...] = LLAMA_RULES + (

@@ -2,9 +2,13 @@
 
 Array fields (checkpointed, sharded by ``entropix.train.mesh``):
 
-* ``params``       nnx.State of the model's ``nnx.Param`` variables (what the optimizer updates).
+* ``params``       nnx.State of the model's trainable variables (``wrt``, default every
+  ``nnx.Param``): what the optimizer updates.
 * ``model_state``  nnx.State of every other model variable (BatchNorm statistics, sigmaReparam
-  power-iteration vectors, ...), threaded through the loss and updated by the step.
+  power-iteration vectors, parameters outside ``wrt``, ...), threaded through the loss and
+  updated by the step.
+* ``frozen``       dict of arrays the step reads but never updates (e.g. ``{"reference":
+  params at the start}``, the frozen reference policy of a KL penalty); ``{}`` by default.
 * ``opt_state``    the optax state of ``tx``.
 * ``controls``     {name: controller state} for the metric-driven controllers.
 * ``rng``          uint32[2] PRNG key; each step splits it (``rng, step_key = split(rng)``).
@@ -13,7 +17,8 @@ Array fields (checkpointed, sharded by ``entropix.train.mesh``):
 * ``nonfinite_total`` / ``nonfinite_streak``  int32 counters of skipped steps (all / in a row).
 
 Static fields (part of the tree structure, not checkpointed): ``graphdef`` (the nnx module
-structure), ``tx`` (the optax transform) and ``controllers`` ((name, controller) pairs).
+structure), ``tx`` (the optax transform), ``controllers`` ((name, controller) pairs) and
+``wrt`` (the nnx filter of the trainable variables).
 """
 
 from collections.abc import Mapping
@@ -48,9 +53,11 @@ class TrainState:
     graphdef: nnx.GraphDef = flax.struct.field(pytree_node=False)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
     controllers: tuple = flax.struct.field(pytree_node=False)
+    wrt: object = flax.struct.field(pytree_node=False)
     params: nnx.State
     model_state: nnx.State
     opt_state: optax.OptState
+    frozen: dict
     controls: dict
     rng: jax.Array
     step: jax.Array
@@ -66,9 +73,12 @@ class TrainState:
         *,
         rng: jax.Array,
         controllers: Mapping[str, Controller] | None = None,
+        frozen: dict | None = None,
+        wrt=nnx.Param,
     ) -> "TrainState":
-        """Split ``model`` into graphdef / params / other state and initialise everything."""
-        graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+        """Split ``model`` into graphdef / trainable ``wrt`` variables / other state and
+        initialise everything; ``frozen`` is kept as given (see the module docstring)."""
+        graphdef, params, model_state = nnx.split(model, wrt, ...)
         controllers = tuple((controllers or {}).items())
         for name, controller in controllers:
             if not isinstance(controller, Controller):
@@ -87,9 +97,11 @@ class TrainState:
             graphdef=graphdef,
             tx=tx,
             controllers=controllers,
+            wrt=wrt,
             params=params,
             model_state=model_state,
             opt_state=tx.init(params),
+            frozen=dict(frozen or {}),
             controls={name: c.init() for name, c in controllers},
             rng=rng,
             step=zero(),

@@ -13,28 +13,52 @@ forward pass belong here, so they are part of the same compiled program. With ``
 losses a term's loss is ``"<term>/loss"``. Variables the forward mutates (BatchNorm stats,
 power iterations) are carried into the next step.
 
+Optional hooks (all inside the same compiled program):
+
+* ``prepare_fn(model, frozen, batch, key, controls) -> (batch, metrics)`` runs once per call,
+  before any update, with the pre-update model and no gradient: e.g. advantages from rewards,
+  the old policy's log-probs for several PPO epochs, a frozen reference policy's log-probs
+  (``frozen`` is ``TrainState.frozen``). Its metrics are logged as they are.
+* ``weight_fn(micro_batch) -> scalar``: the weight of a micro-batch in gradient accumulation
+  (default 1: a plain mean). A token-mean loss passes its valid-token count, which makes the
+  accumulated gradient the exact gradient of the token mean over the whole batch.
+* ``probe_fn(before, after, batch, key, controls) -> metrics`` runs only when the step is
+  called with ``probe=True`` (a separate compilation; steps without it pay nothing): ``before``
+  / ``after`` are the models before the first and after the last update and ``batch`` is the
+  prepared batch. Entropy-dynamics measurements live here.
+
 What the compiled step does:
 
-1. ``rng, key = split(state.rng)``; micro-batch m gets ``fold_in(key, m)``.
-2. Gradient accumulation: with ``micro_batches = M`` the batch [B, ...] is split into M
-   strided micro-batches (micro-batch m = rows m, m+M, m+2M, ...; each stays sharded over
-   ``data``/``fsdp``) and a ``lax.scan`` sums their gradients; grads and metrics are the mean
-   over micro-batches (equal to the full-batch value for a mean loss over equal-size parts).
-3. ``tx.update(grads, opt_state, params, value=loss, value_and_grad_fn=..., logits_fn=...)``:
-   ``value_and_grad_fn(params)`` recomputes (loss, grads) on the same batch (SAM / SAR);
-   ``logits_fn(params)`` is passed when the step was given ``logits_fn(model, batch)`` (the
-   safe step). Plain optax transforms ignore the extra arguments.
-4. Non-finite guard: if the loss, the gradient norm or the update norm is not finite, params,
-   model state, optimizer state and controllers stay as they were; ``step``,
-   ``data_position``, ``rng`` and the counters advance. ``guard/nonfinite_streak`` counts
-   skipped steps in a row (the loop stops the run after a limit, see :func:`check_guard`).
-5. Controllers observe ``metrics[controller.metric]`` (finite steps only).
+1. ``rng, key = split(state.rng)``. Update u gets ``fold_in(key, u)``, its micro-batch m
+   ``fold_in(fold_in(key, u), m)``; ``prepare_fn`` gets ``fold_in(key, U)`` and ``probe_fn``
+   ``fold_in(key, U + 1)`` (U = number of updates).
+2. ``prepare_fn`` (if any) on the whole batch.
+3. ``U = epochs * mini_batches`` optimiser updates (a ``lax.scan``): the batch is split into
+   ``mini_batches`` strided mini-batches (mini-batch k = rows k, k+K, k+2K, ...), visited in
+   order, ``epochs`` times. Each update:
+   a. gradient accumulation: the mini-batch is split into ``micro_batches = M`` strided
+      micro-batches (each stays sharded over ``data``/``fsdp``); a ``lax.scan`` sums their
+      ``weight_fn``-weighted gradients; grads and metrics are the weighted means.
+   b. ``tx.update(grads, opt_state, params, value=loss, value_and_grad_fn=..., logits_fn=...)``:
+      ``value_and_grad_fn(params)`` recomputes (loss, grads) on the same mini-batch (SAM /
+      SAR); ``logits_fn(params)`` is passed when the step was given ``logits_fn(model,
+      batch)`` (the safe step). Plain optax transforms ignore the extra arguments.
+   c. non-finite guard: if the loss, the gradient norm or the update norm is not finite, the
+      update is skipped (params, model state and optimizer state stay as they were).
+4. Controllers observe ``metrics[controller.metric]`` (``prepare_fn``'s metrics or the mean of
+   the loss metrics over the step's updates; a step with a skipped update leaves them
+   unchanged).
+5. ``probe_fn`` when asked.
+``step``, ``data_position`` and ``rng`` advance once per call whatever happened.
 
-Metrics returned (all float32 scalars): the loss function's metrics (``"loss"`` is always
-present), ``optim/grad_norm``, ``optim/update_norm``, ``optim/param_norm``, every
-``diagnostics`` entry of the optimizer state as ``optim/<name>`` (e.g. ``optim/safe_rho``),
-``controls/<name>`` for each control used this step, ``guard/skipped`` (1 if the update was
-skipped), ``guard/nonfinite_total`` and ``guard/nonfinite_streak``.
+Metrics returned (all float32 scalars): ``prepare_fn``'s metrics; the loss function's metrics
+(``"loss"`` is always present), ``optim/grad_norm`` and ``optim/update_norm`` -- with several
+updates, all of these are the mean over the step's updates; ``optim/param_norm`` (after the
+step), every ``diagnostics`` entry of the optimizer state as ``optim/<name>`` (e.g.
+``optim/safe_rho``), ``controls/<name>`` for each control used this step, ``guard/skipped``
+(updates skipped this step), ``guard/nonfinite_total`` (skipped updates so far) and
+``guard/nonfinite_streak`` (steps in a row with a skipped update); ``probe_fn``'s metrics on
+probed steps.
 """
 
 import math
@@ -70,44 +94,69 @@ def _scalar_metrics(metrics: dict, loss) -> dict:
     return out
 
 
-def _split_micro(batch, micro_batches: int):
+def split_rows(batch, parts: int, what: str = "parts"):
+    """Stack ``parts`` strided slices of ``batch`` on a new leading axis: slice k holds rows
+    k, k + parts, k + 2 parts, ... (so each slice of a batch sharded over devices stays spread
+    over them); scalar leaves are broadcast. Raises ``ValueError`` if the rows do not split."""
+
     def one(x):
         if x.ndim == 0:
-            return jnp.broadcast_to(x, (micro_batches,))
-        if x.shape[0] % micro_batches:
-            raise ValueError(
-                f"batch of {x.shape[0]} rows does not split into {micro_batches} micro-batches"
-            )
-        x = x.reshape(x.shape[0] // micro_batches, micro_batches, *x.shape[1:])
+            return jnp.broadcast_to(x, (parts,))
+        if x.shape[0] % parts:
+            raise ValueError(f"batch of {x.shape[0]} rows does not split into {parts} {what}")
+        x = x.reshape(x.shape[0] // parts, parts, *x.shape[1:])
         return jnp.swapaxes(x, 0, 1)
 
     return jax.tree.map(one, batch)
 
 
-def _finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+def merge_rows(stacked):
+    """The inverse of :func:`split_rows`: ``[parts, B / parts, ...]`` back to ``[B, ...]``."""
+
+    def one(x):
+        return jnp.swapaxes(x, 0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+    return jax.tree.map(one, stacked)
+
+
+def _weighted_mean(stacked, weights):
+    """Mean over the leading axis of every leaf, weighted by ``weights`` (0 if they sum to 0)."""
+    total = jnp.sum(weights)
+    scale = jnp.where(total > 0, weights / jnp.where(total > 0, total, 1.0), 0.0)
+    return jax.tree.map(lambda x: jnp.tensordot(scale, x.astype(jnp.float32), axes=1), stacked)
 
 
 def make_train_step(
     loss_fn: LossFn,
     *,
     micro_batches: int = 1,
+    mini_batches: int = 1,
+    epochs: int = 1,
+    weight_fn: Callable | None = None,
+    prepare_fn: Callable | None = None,
+    probe_fn: Callable | None = None,
     logits_fn: Callable | None = None,
     mesh: Mesh | None = None,
     state_sharding=None,
     donate: bool = True,
 ):
-    """Compile ``(state, batch) -> (state, metrics)`` (see the module docstring).
+    """Compile ``(state, batch, probe=False) -> (state, metrics)`` (see the module docstring).
 
     With a ``mesh``, ``state_sharding`` (from ``entropix.train.mesh.state_shardings``) fixes
     the layout of the state in and out, batches come sharded over (data, fsdp), metrics come
-    back replicated. ``donate`` donates the old state's buffers to the new one.
+    back replicated. ``donate`` donates the old state's buffers to the new one. ``probe`` is a
+    static argument: a probed step is its own compilation.
     """
-    if micro_batches < 1:
-        raise ValueError(f"micro_batches must be >= 1; got {micro_batches}")
+    for name, value in (
+        ("micro_batches", micro_batches),
+        ("mini_batches", mini_batches),
+        ("epochs", epochs),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1; got {value}")
     if (mesh is None) != (state_sharding is None):
         raise ValueError("give both mesh and state_sharding, or neither")
+    updates_per_step = epochs * mini_batches
 
     def constrain(mb):
         if mesh is None:
@@ -117,94 +166,148 @@ def make_train_step(
             mb,
         )
 
-    def step(state: TrainState, batch):
+    def step(state: TrainState, batch, probe: bool = False):
         graphdef = state.graphdef
         controls = {"step": state.step, **state.control_values()}
         rng, key = jax.random.split(state.rng)
 
+        def merged(params, model_state):
+            return nnx.merge(graphdef, params, model_state, copy=True)
+
+        prepare_metrics = {}
+        if prepare_fn is not None:
+            batch, prepare_metrics = prepare_fn(
+                merged(state.params, state.model_state),
+                state.frozen,
+                batch,
+                jax.random.fold_in(key, updates_per_step),
+                controls,
+            )
+            batch = jax.lax.stop_gradient(batch)
+            prepare_metrics = {k: jnp.asarray(v, jnp.float32) for k, v in prepare_metrics.items()}
+
         def micro_loss(params, model_state, mb, mb_key):
-            model = nnx.merge(graphdef, params, model_state, copy=True)
+            model = merged(params, model_state)
             loss, metrics = loss_fn(model, mb, mb_key, controls)
-            _, _, new_model_state = nnx.split(model, nnx.Param, ...)
+            _, _, new_model_state = nnx.split(model, state.wrt, ...)
             return jnp.asarray(loss, jnp.float32), (_scalar_metrics(metrics, loss), new_model_state)
 
         grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
-        def loss_and_grads(params, model_state):
+        def loss_and_grads(params, model_state, mini, update_key):
             if micro_batches == 1:
                 (loss, (metrics, model_state)), grads = grad_fn(
-                    params, model_state, constrain(batch), jax.random.fold_in(key, 0)
+                    params, model_state, constrain(mini), jax.random.fold_in(update_key, 0)
                 )
                 return loss, metrics, model_state, grads
 
-            def body(carry, xs):
-                grad_sum, ms = carry
+            def body(model_state, xs):
                 index, mb = xs
-                (loss, (metrics, ms)), grads = grad_fn(
-                    params, ms, constrain(mb), jax.random.fold_in(key, index)
+                mb = constrain(mb)
+                (_, (metrics, model_state)), grads = grad_fn(
+                    params, model_state, mb, jax.random.fold_in(update_key, index)
                 )
-                grad_sum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads)
-                return (grad_sum, ms), metrics
+                weight = jnp.float32(1.0) if weight_fn is None else weight_fn(mb)
+                grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+                return model_state, (grads, metrics, jnp.asarray(weight, jnp.float32))
 
-            zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-            xs = (jnp.arange(micro_batches), _split_micro(batch, micro_batches))
-            (grad_sum, model_state), stacked = jax.lax.scan(body, (zeros, model_state), xs)
-            grads = jax.tree.map(lambda g, p: (g / micro_batches).astype(p.dtype), grad_sum, params)
-            metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), stacked)
+            xs = (jnp.arange(micro_batches), split_rows(mini, micro_batches, "micro-batches"))
+            model_state, (grads, stacked, weights) = jax.lax.scan(body, model_state, xs)
+            grads = jax.tree.map(
+                lambda g, p: g.astype(p.dtype), _weighted_mean(grads, weights), params
+            )
+            metrics = _weighted_mean(stacked, weights)
             return metrics["loss"], metrics, model_state, grads
 
-        loss, metrics, model_state, grads = loss_and_grads(state.params, state.model_state)
+        minis = split_rows(batch, mini_batches, "mini-batches") if mini_batches > 1 else None
 
-        extra = {
-            "value": loss,
-            "value_and_grad_fn": lambda p: (lambda out: (out[0], out[3]))(
-                loss_and_grads(p, state.model_state)
-            ),
-        }
-        if logits_fn is not None:
-            extra["logits_fn"] = lambda p: logits_fn(
-                nnx.merge(graphdef, p, state.model_state, copy=True), batch
+        def update(carry, index):
+            params, model_state, opt_state = carry
+            if minis is None:
+                mini = batch
+            else:
+                position = index % mini_batches
+                mini = jax.tree.map(
+                    lambda x: jax.lax.dynamic_index_in_dim(x, position, 0, keepdims=False), minis
+                )
+            update_key = jax.random.fold_in(key, index)
+            loss, metrics, new_model_state, grads = loss_and_grads(
+                params, model_state, mini, update_key
             )
-        tx = optax.with_extra_args_support(state.tx)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
-        params = optax.apply_updates(state.params, updates)
+            extra = {
+                "value": loss,
+                "value_and_grad_fn": lambda p: (lambda out: (out[0], out[3]))(
+                    loss_and_grads(p, model_state, mini, update_key)
+                ),
+            }
+            if logits_fn is not None:
+                extra["logits_fn"] = lambda p: logits_fn(merged(p, model_state), mini)
+            tx = optax.with_extra_args_support(state.tx)
+            updates, new_opt_state = tx.update(grads, opt_state, params, **extra)
+            new_params = optax.apply_updates(params, updates)
+            grad_norm = optax.global_norm(grads)
+            update_norm = optax.global_norm(updates)
+            finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
+            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+            carry = (
+                keep(new_params, params),
+                keep(new_model_state, model_state),
+                keep(new_opt_state, opt_state),
+            )
+            metrics = {**metrics, "optim/grad_norm": grad_norm, "optim/update_norm": update_norm}
+            return carry, (metrics, finite)
 
-        grad_norm = optax.global_norm(grads)
-        update_norm = optax.global_norm(updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
+        carry = (state.params, state.model_state, state.opt_state)
+        if updates_per_step == 1:  # no loop: a smaller program that compiles faster
+            (params, model_state, opt_state), out = update(carry, jnp.int32(0))
+            stacked, finite = jax.tree.map(lambda x: x[None], out)
+        else:
+            (params, model_state, opt_state), (stacked, finite) = jax.lax.scan(
+                update, carry, jnp.arange(updates_per_step)
+            )
+        metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), stacked)
+        skipped = jnp.sum(~finite).astype(jnp.int32)
+        all_finite = skipped == 0
 
+        observable = {**prepare_metrics, **metrics}
         controller_states = {}
         for name, controller in state.controllers:
-            if controller.metric not in metrics:
+            if controller.metric not in observable:
                 raise KeyError(
                     f"controller {name!r} observes metric {controller.metric!r}, which the loss "
-                    f"does not report; loss metrics: {sorted(metrics)}"
+                    f"does not report; loss metrics: {sorted(observable)}"
                 )
-            observed = metrics[controller.metric]
+            observed = observable[controller.metric]
             old = state.controls[name]
             new = controller.update(old, observed)
-            ok = finite & jnp.isfinite(observed)
+            ok = all_finite & jnp.isfinite(observed)
             controller_states[name] = jax.tree.map(
                 lambda a, b, ok=ok: jnp.where(ok, a, b), new, old
             )
 
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-        skipped = (~finite).astype(jnp.int32)
         new_state = state.replace(
-            params=keep(params, state.params),
-            model_state=keep(model_state, state.model_state),
-            opt_state=keep(opt_state, state.opt_state),
+            params=params,
+            model_state=model_state,
+            opt_state=opt_state,
             controls=controller_states,
             rng=rng,
             step=state.step + 1,
             data_position=state.data_position + 1,
             nonfinite_total=state.nonfinite_total + skipped,
-            nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1),
+            nonfinite_streak=jnp.where(all_finite, 0, state.nonfinite_streak + 1),
         )
 
-        out = dict(metrics)
-        out["optim/grad_norm"] = grad_norm
-        out["optim/update_norm"] = update_norm
+        out = {**prepare_metrics, **metrics}
+        if probe and probe_fn is not None:
+            out.update(
+                probe_fn(
+                    merged(state.params, state.model_state),
+                    merged(params, model_state),
+                    batch,
+                    jax.random.fold_in(key, updates_per_step + 1),
+                    controls,
+                )
+            )
         out["optim/param_norm"] = optax.global_norm(new_state.params)
         for _, diagnostics in optax.tree_utils.tree_get_all_with_path(opt_state, "diagnostics"):
             for name, value in diagnostics.items():
@@ -220,14 +323,21 @@ def make_train_step(
 
     donate_argnums = (0,) if donate else ()
     if mesh is None:
-        return jax.jit(step, donate_argnums=donate_argnums)
-    # batches arrive placed by ``shard_batch``; their layout is taken from the arrays
-    return jax.jit(
-        step,
-        in_shardings=(state_sharding, None),
-        out_shardings=(state_sharding, replicated(mesh)),
-        donate_argnums=donate_argnums,
-    )
+        compiled = jax.jit(step, donate_argnums=donate_argnums, static_argnums=(2,))
+    else:  # batches arrive placed by ``shard_batch``; their layout is taken from the arrays
+        compiled = jax.jit(
+            step,
+            in_shardings=(state_sharding, None),
+            out_shardings=(state_sharding, replicated(mesh)),
+            donate_argnums=donate_argnums,
+            static_argnums=(2,),
+        )
+
+    def train_step(state: TrainState, batch, probe: bool = False):
+        return compiled(state, batch, bool(probe))
+
+    train_step.lower = lambda state, batch, probe=False: compiled.lower(state, batch, bool(probe))
+    return train_step
 
 
 def nonfinite_terms(metrics: dict) -> list[str]:

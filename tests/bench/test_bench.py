@@ -62,6 +62,17 @@ def test_core_suites_measure_their_figures(results):
         assert r["status"] != "ok" or set(r["ratios"]) == {"speedup_cache/no_cache"}
 
 
+def test_rl_suite_splits_the_grpo_step(results):
+    data, _ = results
+    rows = {r["case"].split(" ", 1)[0]: r for r in data["suites"]["rl"]}
+    assert rows["smollm2"]["status"] == "not available"  # --quick
+    tiny = rows["tiny"]["values"]
+    assert tiny["rows"] == 8 and tiny["decode_steps"] >= 1
+    parts = tiny["rollout_s"] + tiny["other_s"] + tiny["update_s"]
+    assert abs(parts - tiny["step_s"]) < 1e-9 and abs(sum(tiny["shares"].values()) - 1) < 1e-9
+    assert 0 < rows["tiny"]["ratios"]["mfu"] and tiny["model_gflop"]["update"] > 0
+
+
 def test_train_suite_measures_mfu_and_diagnostics_overhead(results):
     data, _ = results
     rows = {r["case"].split(" ", 1)[0]: r for r in data["suites"]["train"]}

@@ -38,6 +38,7 @@ def test_interventions_sweep_smoke_shares_sft_and_writes_table(tmp_path):
     summary = interventions.run(interventions.Config(base=config.base, methods=small), tmp_path)
     assert set(summary) == set(small)
     assert all(np.isfinite(v["final_entropy"]) for v in summary.values())
-    assert not (tmp_path / "forking_tokens" / "sft.jsonl").exists()  # the SFT stage ran once
+    assert (tmp_path / "sft_seed0" / "metrics.jsonl").is_file()  # the SFT stage ran once,
+    assert not any((tmp_path / m / "sft").exists() for m in small)  # shared by both methods
     table = (tmp_path / "interventions.md").read_text()
     assert "| forking_tokens | 0 |" in table and "collapsed" in table

@@ -65,7 +65,7 @@ def test_config_errors_are_one_line_exit_2(tmp_path, capsys):
 
 
 def test_metrics_table_reads_the_training_layers_log(tmp_path):
-    from entropix.commands.plot import METRICS_FILE, find_runs, metrics_table
+    from entropix.runs import METRICS_FILE, find_runs, metrics_table
     from entropix.train import MetricsLogger
     from entropix.train.metrics import METRICS_FILE as TRAIN_METRICS_FILE
 

@@ -3,8 +3,8 @@ import json
 import jax
 import numpy as np
 
-from entropix.commands.compare import table
 from entropix.commands.plot import plot_run
+from entropix.runs import comparison_table as table
 from experiments.dynamics import BanditConfig, Config, run, run_bandit, run_bandit_seeds
 
 

@@ -45,13 +45,14 @@ def test_baseline_learns_and_entropy_falls(baseline):
     entropy = np.array([r["entropy"] for r in steps])
     assert entropy[-4:].mean() < entropy[:4].mean()  # the GRPO baseline sharpens the policy
     assert all(0.0 <= r["reward"] <= 1.0 for r in steps)
-    assert summary["sft_eval_accuracy"] > 0.0  # the SFT stage taught the answer format
+    assert summary["first_eval_accuracy"] > 0.0  # the SFT stage taught the answer format
     assert all(np.isfinite(r["dH/predicted"]) and np.isfinite(r["dH/measured"]) for r in steps)
 
 
 def _without_times(rows):
     return [
-        {k: v for k, v in r.items() if k not in ("time", "elapsed_s", "steps_per_s")} for r in rows
+        {k: v for k, v in r.items() if not k.startswith(("time", "elapsed_s", "steps_per_s"))}
+        for r in rows
     ]
 
 
@@ -80,50 +81,6 @@ def test_rerun_resumes_from_checkpoint_without_duplicate_steps(baseline):
     steps = [r["step"] for r in again if r.get("reward") is not None]
     assert steps == list(range(1, 21))
     assert again[: len(rows)] == rows  # the first 16 steps were kept, not recomputed
-
-
-def test_interventions_compose_and_siren_anchor(tmp_path):
-    config = _config(
-        [
-            "sft.steps=20",
-            "train.steps=2",
-            "rollout.prompts=2",
-            "rollout.group_size=4",
-            "loss.terms.1.name=siren",
-            "loss.selector.name=forking_tokens",
-        ]
-    )
-    assert [t.name for t in config.loss.terms] == ["ppo_clip", "siren"]
-    grpo.run(config, tmp_path)
-    row = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()][-1]
-    assert np.isfinite(row["siren/loss"]) and np.isfinite(row["loss"])
-
-
-class _FakeChatTokenizer:
-    """Stands in for the GGUF tokenizer: one id per character, <eos> = 1."""
-
-    vocab_size, eos_id, pad_id = 200, 1, None
-
-    def encode(self, text, add_special_tokens=True):
-        return [ord(c) % 200 for c in text]
-
-    def decode(self, ids):
-        return "".join(chr(i) for i in ids)
-
-    def apply_chat_template(self, messages):
-        return f"<user>{messages[0]['content']}<assistant>"
-
-
-def test_chat_codec_prompt_and_answer_reading():
-    task = grpo.make_task(grpo.TaskConfig(name="addition"))
-    problem = task.sample(np.random.default_rng(0), 1)[0]
-    codec = grpo.ChatCodec(_FakeChatTokenizer(), task)
-    prompt = _FakeChatTokenizer().decode(codec.prompt_ids(problem))
-    assert prompt.startswith("<user>What is ") and prompt.endswith("<assistant>")
-    assert codec.answer_ids(problem)[-1] == 1 and codec.pad_id == 0
-    reply = [ord(c) for c in f"12 + 3 = {problem.answer}."] + [1, 7, 7]
-    assert codec.decode(reply) == problem.answer and codec.ended(reply)
-    assert not codec.ended(reply[:-3])
 
 
 @pytest.mark.slow

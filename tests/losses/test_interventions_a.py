@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from entropix.losses import (
+    adaptive_entropy_bonus,
     aepo,
     aepo_temperature,
     bapo,
@@ -118,6 +119,24 @@ def test_ref_entropy_bonus():
     np.testing.assert_allclose(grad, -1e-2 * m / n, rtol=1e-5)
     with pytest.raises(ValueError, match=r"entropy_bonus needs PolicyBatch\.entropy"):
         compose(entropy_bonus())(make_policy_batch(jnp.zeros((2, 3)), jnp.ones(2)))
+
+
+def test_ref_adaptive_entropy_bonus():
+    d = _data(0)
+    m, n, alpha = d["mask"], d["mask"].sum(), 0.037
+    controls = {"entropy_coef": jnp.float32(alpha)}
+    term = adaptive_entropy_bonus()
+    assert term.controls == ("entropy_coef",)
+
+    def loss(h):
+        return compose(term)(_batch(d, entropy=h, controls=controls))
+
+    (value, metrics), grad = jax.value_and_grad(loss, has_aux=True)(jnp.asarray(d["entropy"]))
+    np.testing.assert_allclose(value, -alpha * (d["entropy"] * m).sum() / n, rtol=1e-5)
+    np.testing.assert_allclose(metrics["adaptive_entropy/coef"], alpha, rtol=1e-6)
+    np.testing.assert_allclose(grad, -alpha * m / n, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"controls\['entropy_coef'\]"):
+        compose(term)(_batch(d))
 
 
 # --- Clip-Cov / KL-Cov ----------------------------------------------------------------------
@@ -278,6 +297,15 @@ def test_ref_siren():
     no_logits = make_policy_batch(jnp.zeros((2, 3)), jnp.ones(2), controls=controls)
     with pytest.raises(ValueError, match=r"siren needs PolicyBatch\.logits"):
         compose(siren())(no_logits)
+    # before the anchor is recorded (NaN) it is the current Hbar: loss 0, gradient 0
+    unset = {"entropy_anchor": jnp.float32(jnp.nan)}
+    (value, metrics), grad = jax.value_and_grad(
+        lambda z: compose(siren(coef, top_p, q))(_batch(d, logits=z, controls=unset)),
+        has_aux=True,
+    )(jnp.asarray(d["logits"]))
+    assert float(value) == 0.0 and not np.any(np.asarray(grad))
+    np.testing.assert_allclose(metrics["siren/entropy"], h_p[peak].mean(), rtol=1e-5)
+    assert siren().all_needs == {"logits"} and siren().controls == ("entropy_anchor",)
 
 
 # --- Lp-Reg --------------------------------------------------------------------------------
@@ -372,6 +400,12 @@ def test_ref_epo_smoothing():
     np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-8)
     unweighted, _ = loss(jnp.asarray(h, jnp.float32), epo_smoothing(coef, k_lo, k_hi))
     np.testing.assert_allclose(unweighted, value / w, rtol=1e-5)
+    empty = {**controls, "entropy_hist_count": jnp.float32(0.0)}
+    value0, _ = compose(term)(_batch(d, entropy=jnp.asarray(h, jnp.float32), controls=empty))
+    assert float(value0) == 0.0  # no history yet: no band to hold entropy in
+    counted = {**controls, "entropy_hist_count": jnp.float32(3.0)}
+    value3, _ = compose(term)(_batch(d, entropy=jnp.asarray(h, jnp.float32), controls=counted))
+    np.testing.assert_allclose(value3, value, rtol=1e-6)
     for s in (0, 10, 50, 51, 99, 100, 150):
         np.testing.assert_allclose(epo_phase_weight(s, total), np_phase_weight(s, total), rtol=1e-5)
     np.testing.assert_allclose(epo_phase_weight(50, 100), 0.8, rtol=1e-6)  # continuous at half

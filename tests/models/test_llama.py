@@ -73,6 +73,27 @@ def test_untied_head_matches_reference():
     assert model(tokens).unembed.shape == (CFG.dim, CFG.vocab_size)
 
 
+def test_family_switches_match_numpy_reference():
+    """Biases (q/k/v, o, MLP), q/k RMSNorm, head size != dim / heads, a sliding window shorter
+    than the sequence, and llama3 RoPE scaling whose frequencies hit all three branches."""
+    cfg = dataclasses.replace(
+        CFG, explicit_head_dim=12, qkv_bias=True, o_bias=True, mlp_bias=True, qk_norm=True,
+        sliding_window=3, rope_type="llama3", rope_factor=8.0, rope_original_max_len=64,
+    )  # fmt: skip
+    model = _model(cfg)
+    rng = np.random.default_rng(0)
+    for path, value in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        if path[-1] in ("bias", "weight"):  # zeros / ones at init: draw them
+            value.set_value(jnp.asarray(rng.normal(0.5, 0.3, value.get_value().shape)))
+    tokens = _tokens((1, 8), seed=11)
+    padded = jnp.concatenate([jnp.zeros((1, 2), tokens.dtype), tokens], axis=1)
+    mask = jnp.array([[0, 0] + [1] * 8], bool)
+    logits, _ = reference.forward(model, np.asarray(padded[0]), np.asarray(mask[0]))
+    got = model(padded, attention_mask=mask).logits[0]
+    np.testing.assert_allclose(got[2:], logits[2:], rtol=1e-4, atol=1e-4)
+    assert cfg.num_params() == sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
 def test_gqa_equals_mha_with_repeated_kv():
     gqa = _model()
     mha = _model(dataclasses.replace(CFG, num_kv_heads=CFG.num_heads), seed=5)

@@ -1,7 +1,8 @@
 """Checkpoint loaders vs Hugging Face transformers (torch CPU) on the same weights, and errors.
 
 A tiny random HF Llama is saved as a safetensors directory and, converted the way llama.cpp
-does it (Q/K rows permuted for its RoPE layout), as a GGUF file; entropix and HF load both.
+does it (Q/K rows permuted for its RoPE layout; ``peer.write_gguf``), as a GGUF file; entropix
+and HF load both. The other families are in ``test_families.py``.
 """
 
 import json
@@ -15,6 +16,7 @@ from entropix.models import CheckpointError, load_gguf, load_hf, load_pretrained
 torch = pytest.importorskip("torch", reason="torch is needed for the HF peer comparison")
 transformers = pytest.importorskip("transformers", reason="HF transformers is the peer")
 gguf = pytest.importorskip("gguf")
+from tests.models import peer  # noqa: E402  (imports torch and transformers)
 
 HF_CONFIG = dict(
     vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -62,18 +64,6 @@ def test_sigma_reparam_load_keeps_the_function(hf_dir):
     np.testing.assert_allclose(model(jnp.asarray(TOKENS)).logits, _hf_logits(hf), atol=2e-4)
 
 
-def _llama_cpp_permute(weight, heads):
-    """What llama.cpp's converter does to Q/K rows (written independently of the loader)."""
-    rows = weight.shape[0]
-    out = np.empty_like(weight)
-    d = rows // heads
-    for h in range(heads):
-        block = weight[h * d : (h + 1) * d]
-        out[h * d : (h + 1) * d : 2] = block[: d // 2]
-        out[h * d + 1 : (h + 1) * d : 2] = block[d // 2 :]
-    return out
-
-
 def _encode(weight, qtype):
     if qtype == gguf.GGMLQuantizationType.Q8_1:  # no quantiser in gguf-py; bytes are never read
         return np.zeros(gguf.quants.quant_shape_to_byte_shape(weight.shape, qtype), np.uint8)
@@ -81,45 +71,7 @@ def _encode(weight, qtype):
 
 
 def _write_gguf(path, hf, arch="llama", qtype=None):
-    c = hf.config
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_block_count(c.num_hidden_layers)
-    writer.add_context_length(c.max_position_embeddings)
-    writer.add_embedding_length(c.hidden_size)
-    writer.add_feed_forward_length(c.intermediate_size)
-    writer.add_head_count(c.num_attention_heads)
-    writer.add_head_count_kv(c.num_key_value_heads)
-    writer.add_rope_freq_base(HF_CONFIG["rope_theta"])
-    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
-    writer.add_vocab_size(c.vocab_size)
-    sd = {k: v.numpy().astype(np.float32) for k, v in hf.state_dict().items()}
-    names = {
-        "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-        "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-        "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
-        "post_attention_layernorm": "ffn_norm",
-    }  # fmt: skip
-    writer.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
-    for i in range(c.num_hidden_layers):
-        for hf_name, g_name in names.items():
-            w = sd[f"model.layers.{i}.{hf_name}.weight"]
-            if g_name == "attn_q":
-                w = _llama_cpp_permute(w, c.num_attention_heads)
-            elif g_name == "attn_k":
-                w = _llama_cpp_permute(w, c.num_key_value_heads)
-            if qtype is not None and w.ndim == 2:
-                raw = _encode(w, qtype)
-                writer.add_tensor(f"blk.{i}.{g_name}.weight", raw, raw_dtype=qtype)
-            else:
-                writer.add_tensor(f"blk.{i}.{g_name}.weight", w)
-    writer.add_tensor("output_norm.weight", sd["model.norm.weight"])
-    if not c.tie_word_embeddings:
-        writer.add_tensor("output.weight", sd["lm_head.weight"])
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return peer.write_gguf(path, hf, arch=arch, qtype=qtype, encode=_encode)
 
 
 @pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])

@@ -95,6 +95,38 @@ def test_nonfinite_loss_skips_update_and_counts():
     assert metrics["guard/nonfinite_streak"] == 0 and metrics["guard/nonfinite_total"] == 2
 
 
+def test_several_updates_skip_only_the_nonfinite_one_and_hooks_run_in_the_step():
+    """mini_batches=2: update 1 (rows 1, 3, ...) has a NaN and is skipped, update 0 is kept;
+    prepare_fn sees the frozen arrays, probe_fn runs only when asked."""
+    good = {k: jnp.asarray(v) for k, v in toy.batch(0).items()}
+    bad = dict(good, x=good["x"].at[1, 0].set(jnp.nan))  # row 1 belongs to mini-batch 1
+
+    def prepare(model, frozen, batch, key, controls):
+        return batch, {"frozen_sum": jnp.sum(frozen["w"])}
+
+    def probe(before, after, batch, key, controls):
+        moved = optax.global_norm(
+            jax.tree.map(jnp.subtract, nnx.state(after, nnx.Param), nnx.state(before, nnx.Param))
+        )
+        return {"probe/moved": moved}
+
+    model = toy.plain_model_fn(nnx.Rngs(0))
+    frozen = {"w": jnp.arange(3.0)}
+    state = TrainState.create(model, optax.sgd(0.1), rng=jax.random.PRNGKey(1), frozen=frozen)
+    step = make_train_step(
+        toy.loss_fn, mini_batches=2, prepare_fn=prepare, probe_fn=probe, donate=False
+    )
+    new, metrics = step(state, bad, probe=True)
+    assert metrics["guard/skipped"] == 1 and metrics["guard/nonfinite_streak"] == 1
+    assert float(metrics["frozen_sum"]) == 3.0 and float(metrics["probe/moved"]) > 0
+    assert "probe/moved" not in step(state, bad)[1]
+    one = make_train_step(toy.loss_fn, donate=False)  # the kept update alone: mini-batch 0
+    want, _ = one(state, jax.tree.map(lambda x: x[0::2], bad))
+    for a, b in zip(_leaves(new.params), _leaves(want.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(new.frozen["w"], frozen["w"])
+
+
 def test_nonfinite_gradient_with_finite_loss():
     def loss_fn(model, batch, key, controls):
         loss, metrics = toy.loss_fn(model, batch, key, controls)

