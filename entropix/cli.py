@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "run": "run",
     "plot": "plot",
     "compare": "compare",
+    "dynamics": "dynamics",
     "list": "list_cmd",
     "bench": "bench",
     "export": "export",

@@ -1,6 +1,7 @@
-"""Reading finished runs: the metrics table of a run directory, its series, and summaries.
+"""Reading finished runs: the metrics table of a run directory, its series, and summaries
+(final values and collapse; the entropy-dynamics table of ``entropix dynamics``).
 
-Library code shared by the CLI (``entropix plot``, ``entropix compare``), the experiments and
+Library code shared by the CLI (``entropix plot``, ``compare``, ``dynamics``), the experiments and
 the RL trainer. Importing it is light (numpy only); the training layer's JSONL reader and the
 dynamics measures are imported when used.
 """
@@ -86,3 +87,153 @@ def comparison_table(run_dirs, last: int = 5, fraction: float = 0.5, window: int
                 f"| {label} | {row['final_reward']:.3f} | {row['final_entropy']:.3f} | {step} |"
             )
     return "\n".join(lines)
+
+
+# --- entropy dynamics of a run: how well each estimator predicted dH, and where dH came from ---
+
+DYNAMICS_FILES = ("dynamics_table.md", "dynamics_table.json")
+ESTIMATORS = ("dH/logit_law", "dH/sampled_cov")  # compared with dH/measured like dH/predicted
+PARTITIONS = {  # token groups whose parts of dH/predicted sum to it
+    "quadrants": tuple(
+        f"dH/pred/{g}" for g in ("pos_high", "pos_low", "neg_high", "neg_low", "zero")
+    ),
+    "forking": ("dH/pred/forking", "dH/pred/non_forking"),
+}
+
+
+def paired(table, key_x: str, key_y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, x, y) on the steps where both ``key_x`` and ``key_y`` were logged."""
+    steps_x, x = series(table, key_x)
+    steps_y, y = series(table, key_y)
+    steps, ix, iy = np.intersect1d(steps_x, steps_y, return_indices=True)
+    return steps, x[ix], y[iy]
+
+
+def correlation(x, y) -> float:
+    """Pearson r; NaN with fewer than 2 points or a constant series."""
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def agreement(estimate, measured) -> dict[str, float]:
+    """How well per-step ``estimate`` predicts ``measured`` (arrays over the same steps):
+
+    corr = Pearson r; r2_identity = 1 - sum (meas - est)^2 / sum (meas - mean meas)^2 (the
+    estimate read as the prediction y = x: can be negative); r2_line = corr^2 (R^2 of the
+    least-squares line meas ~ alpha + beta est); median_rel_error = median |est - meas| / |meas|
+    over steps with meas != 0.
+    """
+    corr = correlation(estimate, measured)
+    total = np.sum((measured - np.mean(measured)) ** 2) if len(measured) else 0.0
+    r2 = 1.0 - np.sum((measured - estimate) ** 2) / total if total > 0 else np.nan
+    nonzero = measured != 0
+    rel = np.abs(estimate - measured)[nonzero] / np.abs(measured[nonzero])
+    return {
+        "corr": corr,
+        "r2_identity": float(r2),
+        "r2_line": corr**2,
+        "median_rel_error": float(np.median(rel)) if len(rel) else float("nan"),
+    }
+
+
+def partition_parts(table, keys) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(steps, {key: values}) of the groups of a partition that were logged, on the steps where
+    any of them was (NaN where a group was not)."""
+    present = [k for k in keys if np.isfinite(table.get(k, [np.nan])).any()]
+    if not present:
+        return np.zeros(0), {}
+    logged = np.any([np.isfinite(table[k]) for k in present], axis=0)
+    return table["step"][logged], {k: table[k][logged] for k in present}
+
+
+def partition_summary(table, keys) -> dict[str, float]:
+    """Per group g: '<g>/mean' = mean_t g_t and '<g>/share' = sum_t |g_t| / sum_t sum_g' |g'_t|
+    (g' over the partition's logged groups; a group missing at a step counts 0 there)."""
+    _, parts = partition_parts(table, keys)
+    total = sum(np.nansum(np.abs(v)) for v in parts.values())
+    rows = {}
+    for key, values in parts.items():
+        rows[f"{key}/mean"] = float(np.nanmean(values))
+        rows[f"{key}/share"] = float(np.nansum(np.abs(values)) / total) if total > 0 else np.nan
+    return rows
+
+
+def law_summary(table, z: float = 1.96) -> dict[str, float]:
+    """The entropy-performance fit R = -a exp(H) + b on the steps logging entropy and reward:
+    a, b, ceiling b - a with its z-interval, R^2 and the number of points ({} under 3 points)."""
+    import jax.numpy as jnp
+
+    from entropix.dynamics import ceiling_interval, fit_entropy_performance
+
+    _, entropy, reward = paired(table, "entropy", "reward")
+    if len(entropy) < 3:
+        return {}
+    h, r = jnp.asarray(entropy, jnp.float32), jnp.asarray(reward, jnp.float32)
+    fit, interval = fit_entropy_performance(h, r), ceiling_interval(h, r, z)
+    values = {"a": fit.a, "b": fit.b, "ceiling": fit.ceiling, "r2": fit.r2}
+    values |= {"ceiling_lower": interval.lower, "ceiling_upper": interval.upper}
+    return {"law/points": len(h)} | {f"law/{k}": float(v) for k, v in values.items()}
+
+
+def dynamics_table(table, z: float = 1.96) -> dict[str, float]:
+    """The dynamics rows of one run's metrics table (rows whose metrics were not logged are
+    left out): 'steps' with both dH/predicted and dH/measured, ``agreement`` of dH/predicted
+    ('dH/predicted/<corr|r2_identity|r2_line|median_rel_error>') and of each of ``ESTIMATORS``
+    (corr, median_rel_error) with dH/measured, ``partition_summary`` of each of
+    ``PARTITIONS``, and ``law_summary``."""
+    _, predicted, measured = paired(table, "dH/predicted", "dH/measured")
+    if not len(predicted):
+        raise ValueError("the run logged no steps with both dH/predicted and dH/measured")
+    rows = {"steps": len(predicted)}
+    rows |= {f"dH/predicted/{k}": v for k, v in agreement(predicted, measured).items()}
+    for key in ESTIMATORS:
+        _, estimate, meas = paired(table, key, "dH/measured")
+        if len(estimate):
+            scores = agreement(estimate, meas)
+            rows |= {f"{key}/{k}": scores[k] for k in ("corr", "median_rel_error")}
+    for keys in PARTITIONS.values():
+        rows |= partition_summary(table, keys)
+    return rows | law_summary(table, z)
+
+
+def _cell(value) -> str:
+    if value is None or not np.isfinite(value):
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.4g}"
+
+
+def dynamics_markdown(tables: dict[str, dict[str, float]]) -> str:
+    """One Markdown table: a row per quantity, a column per run ('-' where not logged)."""
+    names = list(dict.fromkeys(k for rows in tables.values() for k in rows))
+    lines = ["| quantity | " + " | ".join(tables) + " |", "|---" * (len(tables) + 1) + "|"]
+    for name in names:
+        cells = " | ".join(_cell(rows.get(name)) for rows in tables.values())
+        lines.append(f"| {name} | {cells} |")
+    return "\n".join(lines)
+
+
+def dynamics_report(run_dir, z: float = 1.96) -> tuple[str, dict[str, dict[str, float]]]:
+    """The dynamics tables of a run and its sub-runs that logged dH (others skipped), written to
+    ``RUN_DIR/dynamics_table.md`` and ``.json``; returns (Markdown, {label: rows})."""
+    import json
+
+    tables = {}
+    for label, path in find_runs(run_dir).items():
+        table = metrics_table(path)
+        if len(paired(table, "dH/predicted", "dH/measured")[0]):  # not e.g. the warm-up in sft/
+            tables[label] = dynamics_table(table, z)
+    if not tables:
+        raise ValueError(
+            f"no run in {str(run_dir)!r} logged dH/predicted and dH/measured on the same step"
+        )
+    markdown = dynamics_markdown(tables)
+    md_file, json_file = (Path(run_dir) / name for name in DYNAMICS_FILES)
+    md_file.write_text(markdown + "\n")
+    clean = {label: {k: _json_number(v) for k, v in rows.items()} for label, rows in tables.items()}
+    json_file.write_text(json.dumps(clean, indent=1) + "\n")
+    return markdown, tables
+
+
+def _json_number(value):
+    return value if np.isfinite(value) else None

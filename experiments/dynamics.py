@@ -11,7 +11,12 @@ function of a PRNG key, so seeds are ``jax.vmap``-ped into one compiled program;
 GRPO run (``grpo`` section, optional) on the RL trainer, whose logged steps hold
 ``dH/measured`` (entropy of the same batch after minus before the step's updates) and
 ``dH/predicted`` (its exact first-order prediction <grad H, delta theta> along the update the
-optimiser made; ``entropix.rl.update``).
+optimiser made; ``entropix.rl.update``), the logit-space law and the sampled-token estimator
+beside it, and the prediction's token-group parts (``entropix.dynamics.telemetry``).
+
+``dynamics.md`` holds the bandit's agreement and law fit, the GRPO run's
+``entropix.runs.dynamics_table`` (prefixed ``grpo_``) and the targets: bandit corr >= 0.99;
+GRPO corr(dH/predicted, dH/measured) >= 0.95 and median |pred - meas| / |meas| <= 0.2.
 """
 
 import contextlib
@@ -30,7 +35,7 @@ from entropix.dynamics import (
     pg_logit_update,
     predicted_entropy_change,
 )
-from entropix.runs import metrics_table, series
+from entropix.runs import correlation, dynamics_table, metrics_table, series
 from entropix.train import MetricsLogger
 from experiments import grpo as grpo_experiment
 from experiments.reporting import markdown_table
@@ -94,11 +99,6 @@ def run_bandit_seeds(key, config: BanditConfig) -> dict[str, jax.Array]:
     return jax.jit(jax.vmap(run_bandit, in_axes=(0, None)), static_argnums=1)(keys, config)
 
 
-def _correlation(a, b) -> float:
-    a, b = np.ravel(a), np.ravel(b)
-    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
-
-
 def _law(entropy, reward, fraction) -> dict:
     fit = fit_entropy_performance(
         jnp.asarray(entropy, jnp.float32), jnp.asarray(reward, jnp.float32)
@@ -127,7 +127,9 @@ def run(config: Config, run_dir) -> dict:
             log.log(t + 1, {k: float(v[:, t].mean()) for k, v in curves.items()})
     np.savez(bandit_dir / "curves.npz", **{k.replace("/", "_"): v for k, v in curves.items()})
     summary = {
-        "bandit_corr": _correlation(curves["dH/predicted"], curves["dH/measured"]),
+        "bandit_corr": correlation(
+            np.ravel(curves["dH/predicted"]), np.ravel(curves["dH/measured"])
+        ),
         "bandit_rel_error": float(
             np.abs(curves["dH/predicted"] - curves["dH/measured"]).sum()
             / np.abs(curves["dH/measured"]).sum()
@@ -139,20 +141,26 @@ def run(config: Config, run_dir) -> dict:
             ).items()
         },
     }
+    targets = {"bandit corr >= 0.99": summary["bandit_corr"] >= 0.99}
     if config.grpo is not None:
         grpo_summary = grpo_experiment.run(config.grpo, run_dir / "grpo")
         table = metrics_table(run_dir / "grpo")
-        steps_p, predicted = series(table, "dH/predicted")
-        steps_m, measured = series(table, "dH/measured")
-        _, ip, im = np.intersect1d(steps_p, steps_m, return_indices=True)
+        summary.update({f"grpo_{k}": v for k, v in dynamics_table(table).items()})
         _, entropy = series(table, "entropy")
-        _, reward = series(table, "reward")
-        summary["grpo_corr"] = _correlation(predicted[ip], measured[im])
-        summary.update(
-            {f"grpo_{k}": v for k, v in _law(entropy, reward, config.collapse_fraction).items()}
-        )
+        step = int(collapse_step(jnp.asarray(entropy, jnp.float32), config.collapse_fraction))
+        summary["grpo_collapse_step"] = step if step >= 0 else None
         summary["grpo_final_reward"] = grpo_summary.get("final_reward")
-    rows = [[k, v] for k, v in summary.items()]
-    (run_dir / "dynamics.md").write_text(markdown_table(["quantity", "value"], rows) + "\n")
+        corr, rel = summary["grpo_dH/predicted/corr"], summary["grpo_dH/predicted/median_rel_error"]
+        targets["GRPO corr(dH pred, dH meas) >= 0.95"] = corr >= 0.95
+        targets["GRPO median |pred - meas| / |meas| <= 0.2"] = rel <= 0.2
+    summary["targets"] = targets
+    rows = [[k, v] for k, v in summary.items() if k != "targets"]
+    met = [[target, "met" if ok else "not met"] for target, ok in targets.items()]
+    (run_dir / "dynamics.md").write_text(
+        markdown_table(["quantity", "value"], rows)
+        + "\n\n"
+        + markdown_table(["target", "result"], met)
+        + "\n"
+    )
     (run_dir / "dynamics.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -8,8 +8,9 @@ format_coef * 1[well formed], advantages come from the configured shapers (``grp
 (r - mean_group) / (std_group + eps)), and the loss is ``compose(*terms)`` in one compiled,
 sharded step. Logged per step: reward, accuracy, entropy (token mean over the sampled
 positions), the loss terms' metrics, the optimiser's and the guard's, and every
-``train.dynamics_every`` steps the measured entropy change with its first-order prediction
-(``dH/measured``, ``dH/predicted``). See ``docs/rl.md`` for every section of the config.
+``dynamics.every`` steps the measured entropy change, its exact first-order prediction, their
+token-group parts and entropy telemetry (``dH/*``, ``entropy/*``). See ``docs/rl.md`` for
+every section of the config.
 """
 
 import dataclasses

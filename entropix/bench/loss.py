@@ -39,7 +39,13 @@ NORMAL = {"batch": 64, "time": 512, "vocab": 32, "group": 8}
 QUICK = {"batch": 8, "time": 32, "vocab": 16, "group": 4}
 TIME_TARGET = 1.5
 # PolicyBatch.controls: per-step controller values (see entropix/losses/batch.py)
-CONTROLS = {"entropy_hist_mean": 1.0, "entropy_anchor": 1.0, "step": 10.0}
+CONTROLS = {
+    "entropy_hist_mean": 1.0,
+    "entropy_hist_count": 4.0,
+    "entropy_anchor": 1.0,
+    "entropy_coef": 1e-3,
+    "step": 10.0,
+}
 NOT_LOSSES = {
     "advantage": "an advantage shaper (rewards -> advantages), not a loss",
     "selector": "a token selector (batch -> mask), not a loss",

@@ -12,7 +12,9 @@ steps as its longest response.
 Three calls are timed side by side (interleaved rounds, ``entropix.bench.timing``):
 ``generate`` (the rollout's compiled generation alone), ``rollout`` (the whole data stage:
 prompt encoding, generation, ids to the host, decoding, task rewards, placement on the mesh)
-and ``update`` (the compiled step: advantages, forward, backward, AdamW, guard, controllers).
+and ``update`` (the compiled step: advantages, forward, backward, AdamW, guard, controllers),
+and ``probed update``: the same step on a step that logs dynamics (``Update.probe``: one JVP
+of the full-logit forward along the update and one forward after it, then the telemetry).
 
 Figures per model:
 
@@ -30,8 +32,16 @@ Figures per model:
   fastest call of a jitted 2048^3 fp32 matmul (512^3 with --quick) timed in the same run, on
   its own and interleaved with the step, as in the train suite.
 
-Target: SmolLM2 step MFU >= 0.5 on CPU.
+* ``time_logged/unlogged``: (step seconds - update + probed update) / step seconds: a step
+  that logs dynamics over one that does not (steps that do not log run the unprobed
+  compilation); ``time_logged/unlogged_stride<s>`` the same with ``dynamics.row_stride`` s
+  (the probe on every s-th row of the batch only).
+
+Targets: SmolLM2 step MFU >= 0.5 on CPU; a tiny step that logs dynamics with ``row_stride`` 8
+(16 of its 128 rows) costs <= 1.15x one that does not.
 """
+
+import dataclasses
 
 import jax
 import numpy as np
@@ -45,6 +55,8 @@ from entropix.rl import RLConfig, build
 from entropix.train import init_state, make_train_step
 
 MFU_TARGET = 0.5
+DYNAMICS_COST_TARGET = 0.15
+DYNAMICS_STRIDE = {"tiny": 8, "smollm2": 4}  # probe 16 of 128 / 4 of 16 rows
 TINY = {
     "model": {"source": "tiny", "dim": 64, "layers": 2, "heads": 4, "kv_heads": 2, "ffn_dim": 256},
     "rollout": {"prompts": 16, "group_size": 8},
@@ -60,7 +72,8 @@ QUICK_SKIP = "skipped with --quick (135M parameters)"
 COMMON = {
     "task": {"name": "addition", "digits": 2, "format_coef": 0.1},
     "sft": {"steps": 0},
-    "train": {"dynamics_every": 0, "eval_prompts": 0, "eval_every": 0, "tensorboard": False},
+    "train": {"eval_prompts": 0, "eval_every": 0, "tensorboard": False},
+    "dynamics": {"every": 0},
 }
 
 
@@ -90,8 +103,16 @@ def _case(name: str, sections: dict, repeats: int, peak_call, peak_flops) -> dic
         plan.policy.model_fn, plan.optimizer, plan.mesh, seed=0, controllers=plan.controllers
     )
     state = create(None if plan.policy.init_params is None else plan.policy.init_params())
-    train_step = make_train_step(
-        plan.update.loss, prepare_fn=plan.update.prepare, weight_fn=plan.update.weight
+    stride = DYNAMICS_STRIDE[name]
+    strided = plan.update.with_dynamics(dataclasses.replace(config.dynamics, row_stride=stride))
+    train_step, strided_step = (
+        make_train_step(
+            plan.update.loss,
+            prepare_fn=plan.update.prepare,
+            weight_fn=plan.update.weight,
+            probe_fn=probe,
+        )
+        for probe in (plan.update.probe, strided.probe)
     )
     rollouts, layout = plan.rollouts, plan.policy.layout
     rows = config.rollout.prompts * config.rollout.group_size
@@ -108,12 +129,14 @@ def _case(name: str, sections: dict, repeats: int, peak_call, peak_flops) -> dic
     def rollout():
         return rollouts(0, holder["state"])["rewards"]
 
-    def update():
-        holder["state"], metrics = train_step(holder["state"], batch)
+    def update(probe=False, step=train_step):
+        holder["state"], metrics = step(holder["state"], batch, probe)
         return metrics
 
     (t_peak_alone,) = time_calls([peak_call], repeats)
-    t_peak, t_gen, t_data, t_update = time_calls([peak_call, generate, rollout, update], repeats)
+    calls = [peak_call, generate, rollout, update, lambda: update(probe=True)]
+    calls.append(lambda: update(probe=True, step=strided_step))
+    t_peak, t_gen, t_data, t_update, t_probed, t_strided = time_calls(calls, repeats)
     decode_steps = int(np.max(np.asarray(jax.device_get(batch["response_mask"])).sum(axis=1)))
     flops = step_flops(
         plan.policy.config, rows, layout.prompt_len, layout.new_tokens, decode_steps, 1
@@ -152,7 +175,19 @@ def _case(name: str, sections: dict, repeats: int, peak_call, peak_flops) -> dic
     if name == "smollm2" and jax.devices()[0].platform == "cpu":
         targets[f"step mfu >= {MFU_TARGET} (SmolLM2, CPU)"] = MFU_TARGET <= mfu <= 1
     values["shares"] = {k: v / step_s for k, v in seconds.items()}
-    return report.row(f"{name} {rows} rows", {"mfu": mfu}, values, targets)
+    values["probed_update"] = t_probed.as_dict()
+    values["probed_update_strided"] = t_strided.as_dict()
+    values["dynamics_row_stride"] = stride
+    logged = {  # a step that logs dynamics over one that does not
+        "time_logged/unlogged": (step_s - t_update.median + t_probed.median) / step_s,
+        f"time_logged/unlogged_stride{stride}": (step_s - t_update.median + t_strided.median)
+        / step_s,
+    }
+    if name == "tiny":
+        ratio = logged[f"time_logged/unlogged_stride{stride}"]
+        target = f"logged step <= {1 + DYNAMICS_COST_TARGET:.2f}x (tiny, row_stride {stride})"
+        targets[target] = ratio <= 1 + DYNAMICS_COST_TARGET
+    return report.row(f"{name} {rows} rows", {"mfu": mfu, **logged}, values, targets)
 
 
 def run(quick: bool, repeats: int) -> list[dict]:

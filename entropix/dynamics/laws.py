@@ -4,6 +4,8 @@
   the predicted ceiling is R(H=0) = b - a ("The Entropy Mechanism of Reinforcement Learning for
   Reasoning Language Models", Cui et al. 2025, fitted there on (entropy, validation reward)
   pairs from RL runs without entropy intervention).
+* ``ceiling_interval``: the ceiling with a normal-approximation interval from the line's
+  standard error at x = exp(0) = 1; ``live_ceiling``: the same on the first k points, every k.
 * ``detect_stages``: per step +1 rising / 0 plateau / -1 falling, from the least-squares slope
   over a centred window, measured relative to the mean slope of the whole curve.
 * ``collapse_step``: the first step t with H_s < fraction * H_0 for every s >= t (entropy fell
@@ -14,6 +16,7 @@ All functions are pure JAX and jit-able (window sizes are static).
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from entropix.validation import check_floating, check_positive, check_rank
@@ -34,20 +37,100 @@ def _curve(x, name):
     return jnp.asarray(x, jnp.float32)
 
 
-def fit_entropy_performance(entropy, reward) -> EntropyPerformanceFit:
-    """Least squares of reward on exp(entropy): slope -a, intercept b; ceiling = b - a."""
+class _Line(NamedTuple):
+    """Weighted least-squares line y = slope * x + intercept and its sums of squares."""
+
+    slope: jnp.ndarray
+    intercept: jnp.ndarray
+    n: jnp.ndarray  # sum of weights
+    xbar: jnp.ndarray
+    sxx: jnp.ndarray  # sum w (x - xbar)^2
+    residual: jnp.ndarray  # sum w (y - slope x - intercept)^2
+    total: jnp.ndarray  # sum w (y - ybar)^2
+
+
+def _least_squares(x, y, w) -> _Line:
+    """The line through (x, y) with weights w (0/1 selects points); slope 0 if x is constant."""
+    n = jnp.sum(w)
+    xbar, ybar = jnp.sum(w * x) / n, jnp.sum(w * y) / n
+    xc, yc = x - xbar, y - ybar
+    sxx = jnp.sum(w * xc * xc)
+    slope = jnp.where(sxx > 0, jnp.sum(w * xc * yc) / jnp.where(sxx > 0, sxx, 1.0), 0.0)
+    intercept = ybar - slope * xbar
+    residual = jnp.sum(w * (y - (slope * x + intercept)) ** 2)
+    return _Line(slope, intercept, n, xbar, sxx, residual, jnp.sum(w * yc * yc))
+
+
+def _law_points(entropy, reward, min_points: int = 0):
     h, r = _curve(entropy, "entropy"), _curve(reward, "reward")
     if h.shape != r.shape:
         raise ValueError(f"entropy {h.shape} and reward {r.shape} must have the same length")
-    x = jnp.exp(h)
-    xc, rc = x - x.mean(), r - r.mean()
-    var = jnp.sum(xc * xc)
-    slope = jnp.where(var > 0, jnp.sum(xc * rc) / jnp.where(var > 0, var, 1.0), 0.0)
-    b = r.mean() - slope * x.mean()
-    residual = jnp.sum((r - (slope * x + b)) ** 2)
-    total = jnp.sum(rc * rc)
-    r2 = jnp.where(total > 0, 1.0 - residual / jnp.where(total > 0, total, 1.0), 1.0)
-    return EntropyPerformanceFit(a=-slope, b=b, ceiling=b - (-slope), r2=r2)
+    if h.shape[0] < min_points:
+        raise ValueError(
+            f"the ceiling interval needs >= {min_points} (entropy, reward) points; got {h.shape[0]}"
+        )
+    return jnp.exp(h), r
+
+
+def fit_entropy_performance(entropy, reward) -> EntropyPerformanceFit:
+    """Least squares of reward on exp(entropy): slope -a, intercept b; ceiling = b - a."""
+    x, r = _law_points(entropy, reward)
+    line = _least_squares(x, r, jnp.ones_like(x))
+    fitted, total = line.total > 0, jnp.where(line.total > 0, line.total, 1.0)
+    r2 = jnp.where(fitted, 1.0 - line.residual / total, 1.0)
+    return EntropyPerformanceFit(
+        a=-line.slope, b=line.intercept, ceiling=line.intercept + line.slope, r2=r2
+    )
+
+
+class CeilingInterval(NamedTuple):
+    """The predicted ceiling b - a and the bounds ceiling -/+ z * se."""
+
+    ceiling: jnp.ndarray
+    lower: jnp.ndarray
+    upper: jnp.ndarray
+
+
+def _ceiling(line: _Line, z) -> CeilingInterval:
+    ceiling = line.intercept + line.slope  # the line at x = exp(0) = 1: -a + b
+    s2 = line.residual / (line.n - 2)
+    var = s2 * (1.0 / line.n + (1.0 - line.xbar) ** 2 / jnp.where(line.sxx > 0, line.sxx, 1.0))
+    half = jnp.where(line.sxx > 0, z * jnp.sqrt(var), jnp.inf)
+    return CeilingInterval(ceiling, ceiling - half, ceiling + half)
+
+
+def ceiling_interval(entropy, reward, z: float = 1.96) -> CeilingInterval:
+    """The ceiling b - a of R = -a exp(H) + b with a normal-approximation interval.
+
+    With x = exp(H) the fit is the line R = m x + b (m = -a), and the ceiling is its value at
+    x = exp(0) = 1 (entropy 0), so its standard error is that of a fitted line's mean response:
+
+        se = s * sqrt(1/n + (1 - xbar)^2 / Sxx),   s^2 = sum_i (R_i - m x_i - b)^2 / (n - 2),
+        Sxx = sum_i (x_i - xbar)^2;                lower, upper = ceiling -/+ z * se
+
+    (z = 1.96: 95% under normal residuals). Infinite width when every entropy is equal (no
+    slope); zero width when the points lie on a line. "The Entropy Mechanism of Reinforcement
+    Learning for Reasoning Language Models" (Cui et al. 2025) fits the law on (entropy,
+    validation reward) pairs and reads the ceiling at H = 0. Needs n >= 3 points.
+    """
+    x, r = _law_points(entropy, reward, min_points=3)
+    return _ceiling(_least_squares(x, r, jnp.ones_like(x)), z)
+
+
+def live_ceiling(entropy, reward, z: float = 1.96) -> CeilingInterval:
+    """``ceiling_interval`` of the first k points, for k = 1..n: arrays [n], NaN for k < 3.
+
+    Element k - 1 is what the fit predicted when the run had logged k (entropy, reward) pairs,
+    so the curve shows how the predicted ceiling settles as training goes on.
+    """
+    x, r = _law_points(entropy, reward, min_points=3)
+    index = jnp.arange(x.shape[0])
+
+    def first(k):
+        return _ceiling(_least_squares(x, r, (index < k).astype(x.dtype)), z)
+
+    live = jax.lax.map(first, index + 1)
+    return CeilingInterval(*(jnp.where(index >= 2, v, jnp.nan) for v in live))
 
 
 def local_slope(values, window: int = 5):

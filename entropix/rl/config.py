@@ -139,9 +139,7 @@ class RunConfig:
     """Length and bookkeeping of the RL run. Evaluation every ``eval_every`` steps on
     ``eval_prompts`` held-out problems: greedy accuracy (``eval/accuracy``) and, with
     ``eval_samples`` n > 0, n samples per problem at the rollout temperature giving
-    ``eval/pass@k`` (unbiased estimator) and ``eval/maj@k`` for each k of ``eval_k``.
-    ``dynamics_every`` N logs the measured and first-order predicted entropy change every N
-    steps (0: never)."""
+    ``eval/pass@k`` (unbiased estimator) and ``eval/maj@k`` for each k of ``eval_k``."""
 
     steps: int = 100
     eval_every: int = 20
@@ -150,9 +148,27 @@ class RunConfig:
     eval_k: tuple[int, ...] = (1,)
     checkpoint_every: int = 25
     keep: int = 2
-    dynamics_every: int = 1
     max_nonfinite: int = 10
     tensorboard: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicsConfig:
+    """Entropy-dynamics telemetry (``entropix.dynamics.telemetry``), in the same compiled step
+    on every ``every``-th step (0: never; other steps pay nothing): the measured entropy change
+    of the batch, its exact first-order prediction along the update the optimiser made, the
+    logit-space law and the sampled-token estimator beside it, the prediction's parts over token
+    groups (advantage sign x sampled-token probability split at ``prob_threshold``; the
+    ``forking_quantile`` top-entropy tokens), entropy quantiles, the share of tokens above
+    ``forking_entropy`` nats and entropy in ``position_bins`` bins of response position.
+    ``row_stride`` s > 1 measures on rows 0, s, 2s, ... of the batch only (cost / s)."""
+
+    every: int = 1
+    prob_threshold: float = 0.5
+    forking_quantile: float = 0.8
+    forking_entropy: float = 0.672
+    position_bins: int = 8
+    row_stride: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +193,7 @@ class RLConfig(ExperimentConfig):
     update: UpdateConfig = dataclasses.field(default_factory=UpdateConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: RunConfig = dataclasses.field(default_factory=RunConfig)
+    dynamics: DynamicsConfig = dataclasses.field(default_factory=DynamicsConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     controllers: tuple[ControllerSpec, ...] = ()
 
@@ -191,6 +208,7 @@ SECTIONS = {
     "update": UpdateConfig,
     "optim": OptimConfig,
     "train": RunConfig,
+    "dynamics": DynamicsConfig,
     "mesh": MeshConfig,
 }
 

@@ -131,6 +131,33 @@ def _check_batch(config: RLConfig, mesh, group_relative: bool) -> None:
         )
 
 
+def _check_dynamics(config: RLConfig) -> None:
+    d = config.dynamics
+    rows = config.rollout.prompts * config.rollout.group_size
+    checks = [
+        (d.every >= 0, f"dynamics.every must be >= 0 (0: never); got {d.every}"),
+        (
+            0.0 < d.prob_threshold < 1.0,
+            f"dynamics.prob_threshold must lie in (0, 1); got {d.prob_threshold}",
+        ),
+        (
+            0.0 < d.forking_quantile < 1.0,
+            f"dynamics.forking_quantile must lie in (0, 1); got {d.forking_quantile}",
+        ),
+        (d.forking_entropy >= 0, f"dynamics.forking_entropy must be >= 0; got {d.forking_entropy}"),
+        (d.position_bins >= 1, f"dynamics.position_bins must be >= 1; got {d.position_bins}"),
+        (
+            d.row_stride >= 1 and rows % (d.row_stride * config.update.micro_batches) == 0,
+            f"dynamics.row_stride={d.row_stride}: the {rows} rows of a batch must split into "
+            f"row_stride x update.micro_batches = "
+            f"{d.row_stride * config.update.micro_batches} equal parts",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
 def _abstract_batch(config: RLConfig, policy: Policy, streams) -> dict:
     rows = config.rollout.prompts * config.rollout.group_size
     p, n = policy.layout.prompt_len, policy.layout.new_tokens
@@ -200,6 +227,7 @@ def build(config: RLConfig, *, task=None, mesh=None) -> Plan:
     if mesh is None:
         mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     _check_batch(config, mesh, advantages.group_relative)
+    _check_dynamics(config)
     task = make_source(config.task, config.data, config.seed) if task is None else task
     if config.sft.steps and not hasattr(task, "sft_problems"):
         raise ValueError(
@@ -217,6 +245,7 @@ def build(config: RLConfig, *, task=None, mesh=None) -> Plan:
         old_logp_forward=updates > 1,
         reference="ref_logp" in needs,
         chunks=config.update.micro_batches,
+        dynamics=config.dynamics,
     )
     optim = config.optim
     optimizer = optax.chain(
@@ -254,7 +283,7 @@ def fit_config(config: RLConfig) -> TrainConfig:
         progress_every=run.eval_every or 10,
         tensorboard=run.tensorboard,
         seed=config.seed,
-        probe_every=run.dynamics_every,
+        probe_every=config.dynamics.every,
         eval_every=run.eval_every,
     )
 

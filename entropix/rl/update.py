@@ -25,20 +25,26 @@ masks and rewards of a batch sampled at ``controls[control]``) for terms declari
   dH_meas = H(theta + delta; batch) - H(theta; batch), and its exact first-order prediction
   along the update the optimiser actually made, dH_pred = <grad_theta H(theta; batch), delta>
   (H = token-mean entropy of the batch's sampled positions, delta = parameters after minus
-  before the step's updates).
+  before the step's updates), from one JVP of the full-logit forward along delta (which also
+  gives the first-order logit change dz for the logit-space law) and one forward at
+  theta + delta; then the token-group parts and telemetry of
+  :func:`entropix.dynamics.dynamics_metrics`. The JVP forms the response positions'
+  ``[rows / chunks, N, V]`` logits (and their tangent) on these steps only.
 """
 
+import copy
 import dataclasses
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
+from entropix.dynamics import dynamics_metrics, predicted_entropy_change
 from entropix.entropy import log_softmax, masked_mean, shannon_entropy
 from entropix.entropy.fused import token_logprobs_and_entropy
 from entropix.losses import Composed, make_policy_batch
 from entropix.rl.advantages import AdvantageStage
+from entropix.rl.config import DynamicsConfig
 from entropix.train import merge_rows, split_rows
 
 
@@ -95,7 +101,8 @@ class Update:
     terms evaluated on batches sampled at ``controls[control]``; ``old_logp_forward``: the step
     makes several updates, so the old log-probs come from a forward before the first;
     ``reference``: the state holds a frozen reference policy (``frozen["reference"]``);
-    ``chunks``: row chunks of the no-gradient forwards (the micro-batch count, for memory).
+    ``chunks``: row chunks of the no-gradient forwards (the micro-batch count, for memory);
+    ``dynamics``: the probe's settings.
     """
 
     def __init__(
@@ -108,6 +115,7 @@ class Update:
         old_logp_forward: bool,
         reference: bool,
         chunks: int = 1,
+        dynamics: DynamicsConfig | None = None,
     ):
         self.main, self.streams, self.forward = main, dict(streams), forward
         self.advantages, self.old_logp_forward, self.reference = (
@@ -115,8 +123,14 @@ class Update:
             old_logp_forward,
             reference,
         )
-        self.chunks = chunks
+        self.chunks, self.dynamics = chunks, dynamics or DynamicsConfig()
         self.token_weighted = main.aggregate == "token-mean"
+
+    def with_dynamics(self, dynamics: DynamicsConfig) -> "Update":
+        """A copy of these hooks whose probe uses ``dynamics``."""
+        other = copy.copy(self)
+        other.dynamics = dynamics
+        return other
 
     def _logp(self, model, batch):
         graphdef, state = nnx.split(model)
@@ -234,33 +248,52 @@ class Update:
             return jnp.sum(micro_batch["response_mask"].astype(jnp.float32))
         return jnp.float32(1.0)
 
-    def _entropy_sum(self, graphdef, rest, params, part):
-        model = nnx.merge(graphdef, params, rest)
-        _, entropy, _ = self.forward(model, part["prompt"], part["prompt_mask"], part["response"])
-        return jnp.sum(entropy * part["response_mask"].astype(jnp.float32))
+    def _probe_tokens(self, graphdef, rest, p0, p1, delta, part):
+        """Per-token values of one row chunk for :func:`entropix.dynamics.dynamics_metrics`:
+        one JVP of the full-logit forward at theta along delta (entropies, logits and their
+        first-order changes) and one forward at theta + delta."""
+        full = dataclasses.replace(self.forward, full_logits=True)
+        ids = (part["prompt"], part["prompt_mask"], part["response"])
+
+        def entropy_and_logits(params):
+            _, entropy, logits = full(nnx.merge(graphdef, params, rest), *ids)
+            return entropy, logits
+
+        (h0, logits), (dh, dlogits) = jax.jvp(entropy_and_logits, (p0,), (delta,))
+        _, h1, _ = self.forward(nnx.merge(graphdef, p1, rest), *ids)
+        take = lambda x: jnp.take_along_axis(x, part["response"][..., None], axis=-1)[..., 0]
+        return {
+            "h0": h0,
+            "h1": h1,
+            "dh": dh,
+            "law": predicted_entropy_change(logits, dlogits),
+            "logp": take(log_softmax(logits)),
+            "dz_sampled": take(dlogits),
+        }
 
     def probe(self, before, after, batch, key, controls):
-        """dH/measured and dH/predicted of the step (see the module docstring)."""
+        """The step's entropy dynamics (``entropix.dynamics.dynamics_metrics``, see the module
+        docstring), on rows 0, s, 2s, ... of the batch for ``row_stride`` s."""
         del key, controls
         graphdef, p0, rest = nnx.split(before, nnx.Param, ...)
         p1 = nnx.split(after, nnx.Param, ...)[1]
-        keys = ("prompt", "prompt_mask", "response", "response_mask")
-        parts = split_rows({k: batch[k] for k in keys}, self.chunks, "micro-batches")
-        tokens = jnp.maximum(jnp.sum(batch["response_mask"].astype(jnp.float32)), 1.0)
-        value_and_grad = jax.value_and_grad(self._entropy_sum, argnums=2)
-
-        def accumulate(carry, part):
-            total, grads = carry
-            value, g = value_and_grad(graphdef, rest, p0, part)
-            return (total + value, jax.tree.map(jnp.add, grads, g)), None
-
-        zeros = jax.tree.map(jnp.zeros_like, p0)
-        (h0_sum, grads), _ = jax.lax.scan(accumulate, (jnp.float32(0.0), zeros), parts)
-        h1_sum = jnp.sum(
-            jax.lax.map(lambda part: self._entropy_sum(graphdef, rest, p1, part), parts)
-        )
         delta = jax.tree.map(jnp.subtract, p1, p0)
-        return {
-            "dH/predicted": optax.tree_utils.tree_vdot(grads, delta) / tokens,
-            "dH/measured": (h1_sum - h0_sum) / tokens,
-        }
+        keys = ("prompt", "prompt_mask", "response", "response_mask", "advantages")
+        rows = {k: batch[k] for k in keys}
+        if self.dynamics.row_stride > 1:
+            rows = jax.tree.map(lambda x: x[0], split_rows(rows, self.dynamics.row_stride))
+        tokens = _chunked(
+            lambda part: self._probe_tokens(graphdef, rest, p0, p1, delta, part),
+            rows,
+            self.chunks,
+        )
+        d = self.dynamics
+        return dynamics_metrics(
+            **tokens,
+            advantages=rows["advantages"],
+            mask=rows["response_mask"],
+            prob_threshold=d.prob_threshold,
+            forking_quantile=d.forking_quantile,
+            forking_entropy=d.forking_entropy,
+            position_bins=d.position_bins,
+        )

@@ -58,6 +58,8 @@ def test_core_suites_measure_their_figures(results):
     assert [set(r["ratios"]) for r in scaling] == [{"speedup_loop/vmap"}] * len(scaling) != []
     for r in data["suites"]["loss"]:
         assert r["status"] != "ok" or set(r["ratios"]) == {"time/ppo_clip"}
+        # only registry entries that are not losses are skipped (every loss gets its controls)
+        assert r["status"] == "ok" or r["reason"].startswith("kind="), r
     for r in data["suites"]["rollout"]:
         assert r["status"] != "ok" or set(r["ratios"]) == {"speedup_cache/no_cache"}
 
@@ -71,6 +73,9 @@ def test_rl_suite_splits_the_grpo_step(results):
     parts = tiny["rollout_s"] + tiny["other_s"] + tiny["update_s"]
     assert abs(parts - tiny["step_s"]) < 1e-9 and abs(sum(tiny["shares"].values()) - 1) < 1e-9
     assert 0 < rows["tiny"]["ratios"]["mfu"] and tiny["model_gflop"]["update"] > 0
+    ratios = rows["tiny"]["ratios"]
+    assert {"time_logged/unlogged", "time_logged/unlogged_stride8"} <= set(ratios)
+    assert tiny["probed_update"]["runs"] >= 5 and tiny["dynamics_row_stride"] == 8
 
 
 def test_train_suite_measures_mfu_and_diagnostics_overhead(results):

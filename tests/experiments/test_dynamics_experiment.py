@@ -36,5 +36,5 @@ def test_smoke_run_writes_metrics_tables_and_plots(tmp_path):
     assert len(rows) == 40 and rows[0]["step"] == 1 and rows[-1]["entropy"] < rows[0]["entropy"]
     assert "bandit_corr" in (tmp_path / "dynamics.md").read_text()
     written = plot_run(tmp_path)
-    assert {p.name for p in written} == {"curves.png", "entropy_change.png"}
+    assert {p.name for p in written} == {"curves.png", "entropy_change.png", "entropy_law.png"}
     assert "| bandit |" in table([tmp_path])

@@ -28,7 +28,7 @@ SECTIONS = {
 }
 OVERRIDES = (
     "train.steps=3",
-    "train.dynamics_every=1",
+    "dynamics.every=1",
     "train.eval_every=0",
     "train.eval_prompts=8",  # evaluated once, at the last step
     "train.checkpoint_every=2",
@@ -62,12 +62,23 @@ def run(mesh, run_dir):
 def largest_differences(rows, params, base_rows, base_params) -> dict:
     import numpy as np
 
-    metric = max(
-        abs(a[k] - b[k]) for a, b in zip(rows, base_rows, strict=True) for k in b if k != "step"
+    def gap(x, y):  # NaN (e.g. a telemetry bin without tokens) must be NaN in both
+        return 0.0 if np.isnan(x) and np.isnan(y) else float(np.nan_to_num(abs(x - y), nan=np.inf))
+
+    metric, worst = max(
+        (gap(a[k], b[k]), f"step {b['step']} {k}")
+        for a, b in zip(rows, base_rows, strict=True)
+        for k in b
+        if k != "step"
     )
     keys_match = all(a.keys() == b.keys() for a, b in zip(rows, base_rows, strict=True))
     param = max(float(np.max(np.abs(params[k] - base_params[k]))) for k in base_params)
-    return {"metric_diff": float(metric), "param_diff": param, "keys_match": keys_match}
+    return {
+        "metric_diff": float(metric),
+        "worst_metric": worst,
+        "param_diff": param,
+        "keys_match": keys_match,
+    }
 
 
 def mesh_report(out: Path) -> dict:

@@ -46,7 +46,7 @@ def test_two_steps_on_a_qwen2_checkpoint_and_a_jsonl_then_export(tmp_path, capsy
         "train.eval_prompts=2",
         "train.eval_samples=2",
         "train.eval_k=[1, 2]",
-        "train.dynamics_every=1",
+        "dynamics.every=1",
         "train.tensorboard=false",
     ]
     assert main(["run", str(CONFIG), *overrides, "--run-dir", str(run_dir), "--no-plot"]) == 0

@@ -2,6 +2,8 @@
 and mini-batches against one big batch / sequential updates, the dynamics probe against
 finite differences, the reference policy, and AEPO's sampled stream."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
+from entropix import dynamics as ex_dynamics
 from entropix import rl
 from entropix.rollout import generate, make_sampler
 from entropix.tasks.codecs import encode_prompts
@@ -159,6 +162,29 @@ def test_probe_prediction_is_the_first_order_change_along_the_update():
     assert abs(float(metrics["dH/predicted"])) > 1e-6
     np.testing.assert_allclose(metrics["dH/predicted"], central, rtol=1e-2)
     np.testing.assert_allclose(metrics["dH/measured"], measured, rtol=1e-3, atol=1e-7)
+    # the logit-space law with the actual first-order logit change is the same first order
+    np.testing.assert_allclose(metrics["dH/logit_law"], metrics["dH/predicted"], rtol=1e-4)
+    for groups in (ex_dynamics.QUADRANTS, ex_dynamics.FORKING):  # each partition sums to it
+        parts = sum(float(metrics[f"dH/pred/{g}"]) for g in groups)
+        np.testing.assert_allclose(parts, metrics["dH/predicted"], rtol=1e-5)
+
+
+def test_probe_row_stride_measures_the_strided_rows():
+    plan, create = _setup("dynamics.row_stride=2", "dynamics.position_bins=2")
+    state = create()
+    prepared, _ = plan.update.prepare(state.model(), {}, plan.rollouts(0, state), None, {})
+    graphdef, p0, rest = nnx.split(state.model(), nnx.Param, ...)
+    noise = jax.tree.map(lambda x: 1e-3 * jnp.cos(jnp.arange(x.size).reshape(x.shape)), p0)
+    after = nnx.merge(graphdef, jax.tree.map(jnp.add, p0, noise), rest)
+    # the same as probing every row of a batch made of the even rows
+    full = plan.update.with_dynamics(dataclasses.replace(plan.update.dynamics, row_stride=1))
+    even = jax.tree.map(lambda x: x[::2], prepared)
+    got = jax.jit(plan.update.probe)(state.model(), after, prepared, None, {})
+    want = jax.jit(full.probe)(state.model(), after, even, None, {})
+    assert set(got) == set(want) and "entropy/position/1" in got
+    assert "entropy/position/2" not in got
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-7, err_msg=key)
 
 
 def _start_params(plan):

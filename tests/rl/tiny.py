@@ -25,9 +25,9 @@ BASE = {
         "eval_every": 0,
         "eval_prompts": 0,
         "checkpoint_every": 100,
-        "dynamics_every": 0,
         "tensorboard": False,
     },
+    "dynamics": {"every": 0},
     "update": {"vocab_chunk": 16},
 }
 

@@ -1,0 +1,138 @@
+"""Entropy telemetry of one update: where the first-order entropy change comes from, and how the
+token entropies are spread.
+
+Inputs are per response token, ``[B, N]`` with a ``mask``: the entropy before the update ``h0``
+and after it ``h1``, the first-order change of each token's entropy along the update the
+optimiser made ``dh`` (one JVP: dh_t = <grad_theta H_t, delta_theta>), the logit-space law of
+each token ``law`` = -Cov_{a~pi}(log pi(a), dz(a)) with dz the first-order change of its logits
+(Cui et al. 2025, "The Entropy Mechanism of Reinforcement Learning for Reasoning Language
+Models", Lemma 1; for a softmax head it equals dh up to rounding, so the pair checks the
+algebra), the sampled token's log-prob ``logp`` and first-order logit change ``dz_sampled``, and
+the advantages.
+
+:func:`dynamics_metrics` returns, with H = token mean over the mask (n valid tokens):
+
+* ``dH/measured`` = sum_t (h1_t - h0_t) / n, ``dH/predicted`` = sum_t dh_t / n,
+  ``dH/logit_law`` = sum_t law_t / n, and ``dH/sampled_cov`` = -mean_t (log pi(y_t) - mean
+  log pi)(dz(y_t) - mean dz): the paper's estimator from the sampled tokens alone, the form
+  Clip-Cov and KL-Cov act on (:func:`~entropix.dynamics.batch_predicted_entropy_change`).
+* ``dH/pred/<group>`` = sum_{t in group} dh_t / n for two partitions of the tokens, each summing
+  to ``dH/predicted``: the quadrants advantage sign x probability of the sampled token
+  (``pos_high``, ``pos_low``, ``neg_high``, ``neg_low``; high: pi(y_t) >= ``prob_threshold``;
+  ``zero``: A_t = 0), as in "Rethinking Entropy Interventions in RLVR" and "On the Entropy
+  Dynamics in Reinforcement Fine-Tuning" (a likely token reinforced, or an unlikely one
+  penalised, sharpens the policy); and ``forking`` / ``non_forking``: tokens at or above the
+  ``forking_quantile`` of the batch's token entropies (the top-20% "forking" tokens of "Beyond
+  the 80/20 Rule", Wang et al. 2025) and the rest.
+* ``entropy/p10``, ``entropy/p50``, ``entropy/p90`` (quantiles of h0 over the valid tokens,
+  numpy's linear interpolation), ``entropy/pos_adv`` / ``entropy/neg_adv`` (mean h0 of tokens
+  with A_t > 0 / A_t < 0; NaN when there are none), ``entropy/forking_fraction`` (share of tokens
+  with h0 > ``forking_entropy`` nats; 0.672 is the 80th percentile the 80/20 paper reports),
+  ``cov/positive_fraction`` (share of tokens whose centred covariance term (log pi(y_t) - mean)
+  (A_t - mean A) is positive, above ``POSITIVE_FLOOR`` x its mean magnitude so that the term of
+  a zero-advantage token, -mean A (~1e-9 of rounding) x ..., does not count by its sign: the
+  paper finds the terms mostly positive, which is why entropy falls),
+  and ``entropy/position/<i>``: mean h0 over ``position_bins`` equal bins of response position
+  (bin i holds positions t with floor(t * bins / N) = i; NaN for a bin without valid tokens).
+"""
+
+import jax.numpy as jnp
+
+from entropix.dynamics.entropy_change import batch_predicted_entropy_change, token_covariance
+from entropix.entropy import masked_mean
+
+QUADRANTS = ("pos_high", "pos_low", "neg_high", "neg_low", "zero")
+FORKING = ("forking", "non_forking")
+POSITIVE_FLOOR = 1e-6  # a covariance term counts as positive above this x the mean |term|
+
+
+def _share(values, mask, group):
+    """sum over the tokens of ``group`` of ``values``, over the count of all valid tokens."""
+    n = jnp.maximum(jnp.sum(mask), 1.0)
+    return jnp.sum(jnp.where(group, values, 0.0)) / n
+
+
+def _mean_or_nan(values, mask):
+    count = jnp.sum(mask)
+    return jnp.where(count > 0, jnp.sum(values * mask) / jnp.maximum(count, 1.0), jnp.nan)
+
+
+def _quantiles(values, mask, qs):
+    return jnp.nanquantile(jnp.where(mask, values, jnp.nan), jnp.asarray(qs, jnp.float32))
+
+
+def token_groups(advantages, token_prob, entropy, mask, prob_threshold=0.5, forking_quantile=0.8):
+    """Bool ``[B, N]`` masks of the quadrant and forking groups (each partition covers ``mask``)."""
+    valid = mask > 0
+    high = token_prob >= prob_threshold
+    groups = {
+        "pos_high": valid & (advantages > 0) & high,
+        "pos_low": valid & (advantages > 0) & ~high,
+        "neg_high": valid & (advantages < 0) & high,
+        "neg_low": valid & (advantages < 0) & ~high,
+        "zero": valid & (advantages == 0),
+    }
+    forking = valid & (entropy >= _quantiles(entropy, valid, forking_quantile))
+    groups.update(forking=forking, non_forking=valid & ~forking)
+    return groups
+
+
+def position_means(entropy, mask, bins: int):
+    """Mean entropy ``[bins]`` over equal bins of response position (NaN for an empty bin)."""
+    n = entropy.shape[1]
+    bins = min(bins, n)
+    which = (jnp.arange(n) * bins) // n  # [N]: the bin of each position
+    onehot = (which[:, None] == jnp.arange(bins)[None, :]).astype(jnp.float32)  # [N, bins]
+    totals = jnp.einsum("bn,nk->k", entropy * mask, onehot)
+    counts = jnp.einsum("bn,nk->k", mask, onehot)
+    return jnp.where(counts > 0, totals / jnp.maximum(counts, 1.0), jnp.nan)
+
+
+def dynamics_metrics(
+    h0,
+    h1,
+    dh,
+    law,
+    logp,
+    dz_sampled,
+    advantages,
+    mask,
+    *,
+    prob_threshold: float = 0.5,
+    forking_quantile: float = 0.8,
+    forking_entropy: float = 0.672,
+    position_bins: int = 8,
+) -> dict:
+    """The measured and predicted entropy change, its token-group parts and the entropy
+    telemetry of one update (see the module docstring). ``advantages`` may be ``[B]``."""
+    mask = jnp.asarray(mask, jnp.float32)
+    advantages = jnp.asarray(advantages, jnp.float32)
+    if advantages.ndim == 1:
+        advantages = advantages[:, None]
+    advantages = jnp.broadcast_to(advantages, mask.shape)
+    valid = mask > 0
+    out = {
+        "dH/measured": masked_mean(h1 - h0, mask),
+        "dH/predicted": masked_mean(dh, mask),
+        "dH/logit_law": masked_mean(law, mask),
+        "dH/sampled_cov": batch_predicted_entropy_change(logp, dz_sampled, mask),
+    }
+    groups = token_groups(advantages, jnp.exp(logp), h0, mask, prob_threshold, forking_quantile)
+    out.update({f"dH/pred/{name}": _share(dh, mask, group) for name, group in groups.items()})
+    p10, p50, p90 = _quantiles(h0, valid, (0.1, 0.5, 0.9))
+    covariance = token_covariance(logp, advantages, mask)
+    floor = POSITIVE_FLOOR * masked_mean(jnp.abs(covariance), mask)
+    out.update(
+        {
+            "entropy/p10": p10,
+            "entropy/p50": p50,
+            "entropy/p90": p90,
+            "entropy/pos_adv": _mean_or_nan(h0, mask * (advantages > 0)),
+            "entropy/neg_adv": _mean_or_nan(h0, mask * (advantages < 0)),
+            "entropy/forking_fraction": masked_mean((h0 > forking_entropy) * 1.0, mask),
+            "cov/positive_fraction": masked_mean((covariance > floor) * 1.0, mask),
+        }
+    )
+    for i, value in enumerate(position_means(h0, mask, position_bins)):
+        out[f"entropy/position/{i}"] = value
+    return out

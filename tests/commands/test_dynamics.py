@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+
+from entropix.cli import main
+from entropix.dynamics import ceiling_interval, fit_entropy_performance
+from entropix.runs import PARTITIONS, dynamics_table, metrics_table, paired
+from tests.commands.conftest import write_run
+
+
+def test_dynamics_table_against_numpy(synthetic_run):
+    table = metrics_table(synthetic_run)
+    rows = dynamics_table(table)
+    _, pred, meas = paired(table, "dH/predicted", "dH/measured")
+    assert rows["steps"] == len(pred) == 12
+    np.testing.assert_allclose(rows["dH/predicted/corr"], np.corrcoef(pred, meas)[0, 1])
+    r2 = 1 - np.sum((meas - pred) ** 2) / np.sum((meas - meas.mean()) ** 2)
+    np.testing.assert_allclose(rows["dH/predicted/r2_identity"], r2)
+    slope, intercept = np.polyfit(pred, meas, 1)
+    line = 1 - np.sum((meas - slope * pred - intercept) ** 2) / np.sum((meas - meas.mean()) ** 2)
+    np.testing.assert_allclose(rows["dH/predicted/r2_line"], line)
+    rel = np.median(np.abs(pred - meas) / np.abs(meas))
+    np.testing.assert_allclose(rows["dH/predicted/median_rel_error"], rel)
+    corr = np.corrcoef(0.9 * pred, meas)[0, 1]  # dH/logit_law = 0.9 * predicted
+    np.testing.assert_allclose(rows["dH/logit_law/corr"], corr)
+    np.testing.assert_allclose(
+        rows["dH/logit_law/median_rel_error"], np.median(np.abs(0.9 * pred - meas) / np.abs(meas))
+    )
+    assert "dH/sampled_cov/corr" in rows and "dH/sampled_cov/r2_line" not in rows
+    for keys in PARTITIONS.values():
+        parts = np.stack([paired(table, k, "dH/predicted")[1] for k in keys])
+        np.testing.assert_allclose(parts.sum(0), pred, atol=1e-12)  # the groups sum to pred
+        shares = np.abs(parts).sum(1) / np.abs(parts).sum()
+        for key, mean, share in zip(keys, parts.mean(1), shares, strict=True):
+            np.testing.assert_allclose([rows[f"{key}/mean"], rows[f"{key}/share"]], [mean, share])
+    np.testing.assert_allclose(rows["dH/pred/forking/share"], 0.7, rtol=1e-6)
+    _, h, r = paired(table, "entropy", "reward")
+    fit, interval = fit_entropy_performance(h, r), ceiling_interval(h, r)
+    assert rows["law/points"] == 24 and rows["law/r2"] == pytest.approx(float(fit.r2))
+    assert rows["law/ceiling_lower"] == pytest.approx(float(interval.lower))
+    assert rows["law/ceiling_lower"] < rows["law/ceiling"] < rows["law/ceiling_upper"]
+
+
+def test_missing_metrics_are_omitted_rows(tmp_path):
+    table = metrics_table(write_run(tmp_path, steps=6))
+    for key in ("dH/logit_law", "dH/pred/zero", "dH/pred/forking", "dH/pred/non_forking"):
+        del table[key]
+    table["reward"][:] = np.nan
+    rows = dynamics_table(table)
+    assert "dH/logit_law/corr" not in rows and "dH/sampled_cov/corr" in rows
+    assert "dH/pred/zero/share" not in rows and "dH/pred/forking/mean" not in rows
+    assert not any(k.startswith("law/") for k in rows)
+    quadrant_shares = [rows[f"{k}/share"] for k in PARTITIONS["quadrants"][:4]]
+    np.testing.assert_allclose(sum(quadrant_shares), 1.0)  # over the groups that were logged
+
+
+def test_command_prints_and_writes_per_sub_run(tmp_path, capsys):
+    write_run(tmp_path / "a")
+    write_run(tmp_path / "b", seed=1)
+    write_run(tmp_path / "sft", dynamics=False)  # a warm-up run without dH: skipped
+    assert main(["dynamics", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "| quantity | a | b |"
+    assert "| dH/predicted/corr |" in out and "| law/ceiling |" in out
+    assert (tmp_path / "dynamics_table.md").read_text().strip() == out.strip()
+    saved = json.loads((tmp_path / "dynamics_table.json").read_text())
+    assert set(saved) == {"a", "b"} and saved["a"]["steps"] == 12
+
+
+def test_run_without_dynamics_is_a_one_line_error(tmp_path, capsys):
+    write_run(tmp_path, dynamics=False)
+    assert main(["dynamics", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("entropix dynamics: error: no run in") and "dH/predicted" in err
+    with pytest.raises(ValueError, match="no steps with both dH/predicted and dH/measured"):
+        dynamics_table(metrics_table(tmp_path))
+
+
+def test_help_explains_every_row(synthetic_run, capsys):
+    with pytest.raises(SystemExit):
+        main(["dynamics", "--help"])
+    text = capsys.readouterr().out
+    for row in dynamics_table(metrics_table(synthetic_run)):
+        if not row.startswith("dH/pred/"):
+            assert row.split("/")[-1].split("_")[0] in text, row
+    assert "dH/pred/<group>/share" in text

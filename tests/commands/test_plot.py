@@ -1,0 +1,19 @@
+from entropix.commands.plot import plot_run
+from tests.commands.conftest import write_run
+
+ALL = {"curves.png", "entropy_change.png", "quadrants.png", "entropy_position.png"}
+
+
+def test_plots_written_for_the_metrics_a_run_logged(tmp_path):
+    written = plot_run(write_run(tmp_path / "full"))
+    assert {p.name for p in written} == ALL | {"entropy_law.png"}
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in written)
+    bare = plot_run(write_run(tmp_path / "bare", dynamics=False, telemetry=False))
+    assert {p.name for p in bare} == {"curves.png", "entropy_law.png"}
+
+
+def test_sweep_plots_each_sub_run(tmp_path):
+    write_run(tmp_path / "a", steps=8)
+    write_run(tmp_path / "b", steps=8, dynamics=False)
+    names = {p.name for p in plot_run(tmp_path)}
+    assert names == ALL | {"entropy_law.png"}
