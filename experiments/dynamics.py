@@ -152,7 +152,7 @@ def run(config: Config, run_dir) -> dict:
         summary["grpo_final_reward"] = grpo_summary.get("final_reward")
         corr, rel = summary["grpo_dH/predicted/corr"], summary["grpo_dH/predicted/median_rel_error"]
         targets["GRPO corr(dH pred, dH meas) >= 0.95"] = corr >= 0.95
-        targets["GRPO median |pred - meas| / |meas| <= 0.2"] = rel <= 0.2
+        targets["GRPO median abs(pred - meas) / abs(meas) <= 0.2"] = rel <= 0.2
     summary["targets"] = targets
     rows = [[k, v] for k, v in summary.items() if k != "targets"]
     met = [[target, "met" if ok else "not met"] for target, ok in targets.items()]
