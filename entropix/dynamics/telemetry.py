@@ -46,15 +46,9 @@ FORKING = ("forking", "non_forking")
 POSITIVE_FLOOR = 1e-6  # a covariance term counts as positive above this x the mean |term|
 
 
-def _share(values, mask, group):
-    """sum over the tokens of ``group`` of ``values``, over the count of all valid tokens."""
-    n = jnp.maximum(jnp.sum(mask), 1.0)
-    return jnp.sum(jnp.where(group, values, 0.0)) / n
-
-
 def _mean_or_nan(values, mask):
-    count = jnp.sum(mask)
-    return jnp.where(count > 0, jnp.sum(values * mask) / jnp.maximum(count, 1.0), jnp.nan)
+    """``masked_mean``, but NaN (not 0) when nothing is valid."""
+    return jnp.where(jnp.sum(mask) > 0, masked_mean(values, mask), jnp.nan)
 
 
 def _quantiles(values, mask, qs):
@@ -118,7 +112,9 @@ def dynamics_metrics(
         "dH/sampled_cov": batch_predicted_entropy_change(logp, dz_sampled, mask),
     }
     groups = token_groups(advantages, jnp.exp(logp), h0, mask, prob_threshold, forking_quantile)
-    out.update({f"dH/pred/{name}": _share(dh, mask, group) for name, group in groups.items()})
+    # a group's part: the sum of its tokens' dh over all valid tokens (so the parts sum to it)
+    parts = {name: masked_mean(jnp.where(group, dh, 0.0), mask) for name, group in groups.items()}
+    out.update({f"dH/pred/{name}": part for name, part in parts.items()})
     p10, p50, p90 = _quantiles(h0, valid, (0.1, 0.5, 0.9))
     covariance = token_covariance(logp, advantages, mask)
     floor = POSITIVE_FLOOR * masked_mean(jnp.abs(covariance), mask)

@@ -255,20 +255,19 @@ class Update:
         full = dataclasses.replace(self.forward, full_logits=True)
         ids = (part["prompt"], part["prompt_mask"], part["response"])
 
-        def entropy_and_logits(params):
-            _, entropy, logits = full(nnx.merge(graphdef, params, rest), *ids)
-            return entropy, logits
+        def forward(params):
+            return full(nnx.merge(graphdef, params, rest), *ids)  # (logp, entropy, logits)
 
-        (h0, logits), (dh, dlogits) = jax.jvp(entropy_and_logits, (p0,), (delta,))
+        (logp, h0, logits), (_, dh, dlogits) = jax.jvp(forward, (p0,), (delta,))
         _, h1, _ = self.forward(nnx.merge(graphdef, p1, rest), *ids)
-        take = lambda x: jnp.take_along_axis(x, part["response"][..., None], axis=-1)[..., 0]
+        dz = jnp.take_along_axis(dlogits, part["response"][..., None], axis=-1)[..., 0]
         return {
             "h0": h0,
             "h1": h1,
             "dh": dh,
             "law": predicted_entropy_change(logits, dlogits),
-            "logp": take(log_softmax(logits)),
-            "dz_sampled": take(dlogits),
+            "logp": logp,
+            "dz_sampled": dz,
         }
 
     def probe(self, before, after, batch, key, controls):
