@@ -2,7 +2,8 @@
 4 safetensors shards + index) loads in a fresh process with peak host RSS <= 1.3x its size on
 disk (JAX on CPU, so the loaded model itself is host memory). Slow: ~2.5 GB written to disk.
 
-Run: ``python -m pytest -m slow -n 0 tests/models/test_large_checkpoint.py -s`` (prints the numbers).
+Run: ``python -m pytest -m slow -n 0 tests/models/test_large_checkpoint.py -s`` (prints the
+numbers).
 """
 
 import json
