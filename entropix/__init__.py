@@ -2,7 +2,7 @@
 
 Layers (each imports only from the ones above it, see ``DESIGN.md``):
 ``entropy`` (measures) -> ``dynamics`` -> ``losses`` -> ``optim`` -> ``models`` ->
-``rollout`` -> ``tasks`` -> ``train``. Sub-packages are imported lazily, so
+``rollout`` -> ``tasks`` -> ``train`` -> ``rl``. Sub-packages are imported lazily, so
 ``import entropix as ex; ex.entropy.shannon_entropy(...)`` works without paying for
 the packages you do not use.
 """
@@ -20,8 +20,10 @@ _SUBPACKAGES = (
     "rollout",
     "tasks",
     "train",
+    "rl",
     "config",
 )
+__all__ = ["__version__", *_SUBPACKAGES]
 
 
 def __getattr__(name: str):

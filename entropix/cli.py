@@ -3,6 +3,8 @@
 Each command module has a docstring (its first line is the help text), an
 ``add_arguments(parser)`` function and a ``run(args) -> int`` function returning the exit code.
 Command modules are imported only when their command runs, so ``entropix --help`` stays fast.
+Flags and positional arguments may come in any order (``entropix run CONFIG seed=1 --run-dir x
+lr=3``).
 A ``ValueError``/``TypeError``/``KeyError``/``FileNotFoundError`` raised by a command becomes
 a one-line ``entropix CMD: error: ...`` message and exit code 2.
 """
@@ -24,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "list": "list_cmd",
     "bench": "bench",
     "export": "export",
+    "report": "report",
 }
 
 USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)
@@ -37,7 +40,11 @@ def _help_line(module_name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser: lists the commands; each command parses its own arguments."""
+    """The top-level parser: lists the commands; each command parses its own arguments.
+
+    Returns:
+        An ``argparse`` parser with one sub-parser (help only) per command of ``COMMANDS``.
+    """
     parser = argparse.ArgumentParser(
         prog="entropix", description="Entropy dynamics in training: run, measure, compare."
     )
@@ -48,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``entropix`` command.
+
+    Args:
+        argv: the arguments after the program name (``["run", "CONFIG", "seed=1"]``); None
+            for ``sys.argv[1:]``.
+
+    Returns:
+        The exit code: the command's (0 when it returns None), 2 for a user error (a one-line
+        message on stderr), 1 when stdout was closed early. A missing or unknown command, or
+        bad flags, make ``argparse`` print the usage and raise ``SystemExit``.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in COMMANDS:
         build_parser().parse_args(argv[:1])  # prints usage or help and exits
@@ -60,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    args = parser.parse_intermixed_args(rest)  # flags and positionals (overrides) in any order
     try:
         return int(module.run(args) or 0)
     except USER_ERRORS as error:

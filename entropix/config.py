@@ -26,11 +26,15 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+if TYPE_CHECKING:
+    from entropix.optim import Controller
+
 CONFIG_FILENAME = "config.yaml"
+Schema = TypeVar("Schema")
 
 
 class ConfigError(ValueError):
@@ -52,7 +56,14 @@ _Loader.add_implicit_resolver(
 
 
 def parse_scalar(text: str) -> Any:
-    """Parse an override value the way YAML reads a scalar (``3`` -> 3, ``1e-3`` -> 0.001)."""
+    """Parse an override value the way YAML reads a scalar (``3`` -> 3, ``1e-3`` -> 0.001).
+
+    Args:
+        text: the text after ``=`` in an override.
+
+    Returns:
+        The YAML scalar (int, float, bool, None or str); ``""`` for blank text.
+    """
     return yaml.load(text, Loader=_Loader) if text.strip() else ""
 
 
@@ -63,8 +74,12 @@ class MethodSpec:
     name: str
     args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-    def build(self):
-        """Call the registered factory with the arguments: ``get(name).factory(**args)``."""
+    def build(self) -> Any:
+        """Call the registered factory with the arguments: ``get(name).factory(**args)``.
+
+        Returns:
+            What the factory returns (a loss ``Term``, a shaper, a selector, ...).
+        """
         from entropix import losses
 
         return losses.get(self.name).factory(**self.args)
@@ -77,8 +92,12 @@ class ControllerSpec:
     name: str
     args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-    def build(self):
-        """The controller: ``entropix.optim.build_controller(name, **args)``."""
+    def build(self) -> "Controller":
+        """The controller: ``entropix.optim.build_controller(name, **args)``.
+
+        Returns:
+            The controller instance.
+        """
         from entropix import optim
 
         return optim.build_controller(self.name, **self.args)
@@ -222,8 +241,15 @@ def _to_dataclass(cls, value, key: str):
     return cls(**{name: _convert(hints[name], value[name], _join(key, name)) for name in value})
 
 
-def to_dict(config) -> Any:
-    """A dataclass tree as plain dicts/lists/scalars (``MethodSpec`` written flat)."""
+def to_dict(config: Any) -> Any:
+    """A dataclass tree as plain dicts/lists/scalars (``MethodSpec`` written flat).
+
+    Args:
+        config: a config dataclass, or any value inside one.
+
+    Returns:
+        Plain dicts, lists and scalars (specs as ``{"name": ..., **args}``).
+    """
     if isinstance(config, MethodSpec | ControllerSpec):
         return {"name": config.name, **{k: to_dict(v) for k, v in config.args.items()}}
     if dataclasses.is_dataclass(config):
@@ -245,7 +271,15 @@ def _merge(base, update):
 
 
 def apply_override(data: dict, override: str) -> dict:
-    """Set ``a.b.1.c=value`` in the nested dict ``data`` (in place) and return it."""
+    """Set ``a.b.1.c=value`` in the nested dict ``data`` (in place) and return it.
+
+    Args:
+        data: nested plain dicts and lists (a config as read from YAML).
+        override: ``dotted.key=value``; a list index one past the end appends an entry.
+
+    Returns:
+        ``data`` itself, changed.
+    """
     if "=" not in override:
         raise ConfigError(f"override {override!r} must look like dotted.key=value")
     dotted, text = override.split("=", 1)
@@ -281,7 +315,14 @@ def apply_override(data: dict, override: str) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; a missing file names the nearest existing ``.yaml`` beside it."""
+    """Read a YAML mapping; a missing file names the nearest existing ``.yaml`` beside it.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The top-level mapping (``{}`` for an empty file).
+    """
     path = Path(path)
     if not path.is_file():
         folder = path.parent if path.parent.is_dir() else None
@@ -300,8 +341,23 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def build(schema: type, data: Mapping, overrides: Sequence[str] = (), source: str = "config"):
-    """Schema defaults <- ``data`` <- ``overrides``, checked against ``schema``'s types."""
+def from_data(
+    schema: type[Schema],
+    data: Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    source: str = "config",
+) -> Schema:
+    """Schema defaults <- ``data`` <- ``overrides``, checked against ``schema``'s types.
+
+    Args:
+        schema: the config dataclass (every field with a default).
+        data: plain nested values (deep-merged over the defaults; lists replace).
+        overrides: ``dotted.key=value`` strings applied after ``data``; default none.
+        source: what the data came from, prefixed to error messages; default ``"config"``.
+
+    Returns:
+        The ``schema`` instance.
+    """
     raw = _merge(to_dict(schema()), dict(data))
     try:
         for override in overrides:
@@ -313,49 +369,88 @@ def build(schema: type, data: Mapping, overrides: Sequence[str] = (), source: st
 
 def load(
     path: str | Path, overrides: Sequence[str] = (), schemas: Mapping[str, type] | None = None
-):
+) -> ExperimentConfig:
     """Load ``path`` + ``overrides`` into the schema its ``experiment`` key names in ``schemas``.
 
-    Returns the config dataclass. ``schemas`` maps experiment name -> dataclass; without it the
-    file is checked against :class:`ExperimentConfig` alone.
+    Args:
+        path: the YAML config file.
+        overrides: ``dotted.key=value`` strings (an ``experiment=`` override picks the schema);
+            default none.
+        schemas: experiment name -> config dataclass; without it the file is checked against
+            :class:`ExperimentConfig` alone.
+
+    Returns:
+        The config dataclass (an :class:`ExperimentConfig` subclass instance).
     """
     data = read_yaml(path)
     experiment_overrides = [o for o in overrides if o.split("=", 1)[0].strip() == "experiment"]
     for override in experiment_overrides:
         apply_override(data, override)
     if schemas is None:
-        return build(ExperimentConfig, data, overrides, source=str(path))
+        return from_data(ExperimentConfig, data, overrides, source=str(path))
     experiment = data.get("experiment")
     if experiment not in schemas:
         raise ConfigError(
             f"{path}: experiment={experiment!r} is not one of "
             f"{', '.join(map(repr, schemas))}{_suggest(experiment, schemas)}"
         )
-    return build(schemas[experiment], data, overrides, source=str(path))
+    return from_data(schemas[experiment], data, overrides, source=str(path))
 
 
 def resolve_run_dir(config: ExperimentConfig, root: str | Path = "runs") -> Path:
-    """The run directory: ``config.run_dir`` if set, else ``root/<name or experiment>``."""
+    """The run directory: ``config.run_dir`` if set, else ``root/<name or experiment>``.
+
+    Args:
+        config: the experiment config.
+        root: the parent of default run directories; default ``"runs"``.
+
+    Returns:
+        The run directory (not created).
+    """
     return (
         Path(config.run_dir) if config.run_dir else Path(root) / (config.name or config.experiment)
     )
 
 
-def dump(config) -> str:
-    """The resolved config as YAML text (what :func:`save` writes)."""
+def dump(config: Any) -> str:
+    """The resolved config as YAML text (what :func:`save` writes).
+
+    Args:
+        config: a config dataclass.
+
+    Returns:
+        YAML text, keys in field order.
+    """
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-def save(config, run_dir: str | Path) -> Path:
-    """Write the resolved config to ``run_dir/config.yaml``; returns the path."""
+def save(config: Any, run_dir: str | Path) -> Path:
+    """Write the resolved config to ``run_dir/config.yaml``.
+
+    Args:
+        config: a config dataclass.
+        run_dir: the run directory (created if missing).
+
+    Returns:
+        The path written.
+    """
     path = Path(run_dir) / CONFIG_FILENAME
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(dump(config))
     return path
 
 
-def diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two plain config dicts."""
+def diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain config dicts.
+
+    Args:
+        old: a plain config dict (:func:`to_dict`).
+        new: another one.
+        prefix: prepended to every key; default none.
+
+    Returns:
+        The dotted keys that differ, in the order of ``old`` then ``new``.
+    """
     keys = list(dict.fromkeys([*old, *new]))
     changed = []
     for key in keys:

@@ -6,6 +6,7 @@ the RL trainer. Importing it is light (numpy only); the training layer's JSONL r
 dynamics measures are imported when used.
 """
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,17 @@ import numpy as np
 METRICS_FILE = "metrics.jsonl"  # entropix.train.metrics.METRICS_FILE (not imported: start-up)
 
 
-def metrics_table(run_dir) -> dict[str, np.ndarray]:
+def metrics_table(run_dir: str | Path) -> dict[str, np.ndarray]:
     """``<run_dir>/metrics.jsonl`` as columns: {key: values [records]} (NaN where a record lacks
-    the key or held null; keys with non-numeric values left out), with 'step'."""
+    the key or held null; keys with non-numeric values left out), with 'step'.
+
+    Args:
+        run_dir: a run directory holding ``metrics.jsonl``.
+
+    Returns:
+        ``{key: float64 [records]}``, one entry per numeric key; ``"step"`` is always present
+        (the record index when the file logs none).
+    """
     from entropix.train import read_metrics  # the training layer imports orbax: only when used
 
     rows = read_metrics(run_dir)
@@ -31,7 +40,16 @@ def metrics_table(run_dir) -> dict[str, np.ndarray]:
 
 
 def series(table: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of ``key`` where it was logged."""
+    """(steps, values) of ``key`` where it was logged.
+
+    Args:
+        table: a metrics table (:func:`metrics_table`).
+        key: the metric name.
+
+    Returns:
+        ``(steps, values)``, float64 [n] each over the records with a finite value (empty
+        arrays when ``key`` is absent).
+    """
     values = table.get(key)
     if values is None:
         return np.zeros(0), np.zeros(0)
@@ -39,9 +57,18 @@ def series(table: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarr
     return table["step"][keep], values[keep]
 
 
-def find_runs(run_dir) -> dict[str, Path]:
+def find_runs(run_dir: str | Path) -> dict[str, Path]:
     """Label -> run directory, for the run and its direct sub-runs (sorted) that hold a
-    metrics.jsonl."""
+    metrics.jsonl.
+
+    Args:
+        run_dir: a run directory, or a directory of runs (``FileNotFoundError`` if it is not a
+            directory or none of them holds a metrics.jsonl).
+
+    Returns:
+        ``{directory name: path}``: ``run_dir`` itself first when it holds metrics, then its
+        sub-directories that do, sorted.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {str(run_dir)!r} not found")
@@ -55,8 +82,36 @@ def find_runs(run_dir) -> dict[str, Path]:
     return runs
 
 
-def summarize(run_dir, last: int = 5, fraction: float = 0.5, window: int = 5) -> dict:
-    """{final_reward, final_entropy, collapse_step} of one run's metrics.jsonl."""
+def last_logged(table: dict[str, np.ndarray], key: str) -> float:
+    """The last logged value of ``key`` (NaN when it was never logged).
+
+    Args:
+        table: a metrics table (:func:`metrics_table`).
+        key: the metric name.
+
+    Returns:
+        The value at the last record with a finite ``key``, or NaN.
+    """
+    _, values = series(table, key)
+    return float(values[-1]) if len(values) else float("nan")
+
+
+def summarize(run_dir: str | Path, last: int = 5, fraction: float = 0.5, window: int = 5) -> dict:
+    """{final_reward, final_entropy, initial_entropy, collapse_step} of one run's metrics.jsonl
+    (initial: the mean of the first ``window`` logged values, the H0 of the collapse step).
+
+    Args:
+        run_dir: a run directory holding ``metrics.jsonl``.
+        last: the final values are the means of the last ``last`` logged values; default 5.
+        fraction: the entropy has collapsed at the first step where it is at most
+            ``fraction`` of H0 (``entropix.dynamics.collapse_step``); default 0.5.
+        window: logged entropies averaged into H0; default 5.
+
+    Returns:
+        ``{"final_reward", "final_entropy", "initial_entropy"}`` floats (NaN when not
+        logged) and ``"collapse_step"``, the training step (int) or None when it never
+        collapsed.
+    """
     import jax.numpy as jnp
 
     from entropix.dynamics import collapse_step
@@ -67,6 +122,7 @@ def summarize(run_dir, last: int = 5, fraction: float = 0.5, window: int = 5) ->
         _, values = series(table, key)
         row[f"final_{key}"] = float(np.mean(values[-last:])) if len(values) else float("nan")
     steps, entropy = series(table, "entropy")
+    row["initial_entropy"] = float(np.mean(entropy[:window])) if len(entropy) else float("nan")
     index = -1
     if len(entropy):
         h = jnp.asarray(entropy, jnp.float32)
@@ -75,9 +131,21 @@ def summarize(run_dir, last: int = 5, fraction: float = 0.5, window: int = 5) ->
     return row
 
 
-def comparison_table(run_dirs, last: int = 5, fraction: float = 0.5, window: int = 5) -> str:
+def comparison_table(
+    run_dirs: Iterable[str | Path], last: int = 5, fraction: float = 0.5, window: int = 5
+) -> str:
     """The Markdown table of final reward, final entropy and collapse step of ``run_dirs``
-    (one row per run and sub-run)."""
+    (one row per run and sub-run).
+
+    Args:
+        run_dirs: run directories (each may hold sub-runs, see :func:`find_runs`).
+        last: as in :func:`summarize`; default 5.
+        fraction: as in :func:`summarize`; default 0.5.
+        window: as in :func:`summarize`; default 5.
+
+    Returns:
+        The table's lines joined by newlines (no trailing newline); "-" for no collapse.
+    """
     lines = ["| run | final reward | final entropy | collapse step |", "|---|---|---|---|"]
     for run_dir in run_dirs:
         for label, path in find_runs(run_dir).items():
@@ -101,28 +169,55 @@ PARTITIONS = {  # token groups whose parts of dH/predicted sum to it
 }
 
 
-def paired(table, key_x: str, key_y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(steps, x, y) on the steps where both ``key_x`` and ``key_y`` were logged."""
+def paired(
+    table: dict[str, np.ndarray], key_x: str, key_y: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, x, y) on the steps where both ``key_x`` and ``key_y`` were logged.
+
+    Args:
+        table: a metrics table (:func:`metrics_table`).
+        key_x: the first metric name.
+        key_y: the second metric name.
+
+    Returns:
+        ``(steps, x, y)``, float64 [n] each, sorted by step (empty when no step has both).
+    """
     steps_x, x = series(table, key_x)
     steps_y, y = series(table, key_y)
     steps, ix, iy = np.intersect1d(steps_x, steps_y, return_indices=True)
     return steps, x[ix], y[iy]
 
 
-def correlation(x, y) -> float:
-    """Pearson r; NaN with fewer than 2 points or a constant series."""
+def correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson r; NaN with fewer than 2 points or a constant series.
+
+    Args:
+        x: [n] values.
+        y: [n] values paired with ``x``.
+
+    Returns:
+        r in [-1, 1], or NaN.
+    """
     if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
         return float("nan")
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def agreement(estimate, measured) -> dict[str, float]:
+def agreement(estimate: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     """How well per-step ``estimate`` predicts ``measured`` (arrays over the same steps):
 
     corr = Pearson r; r2_identity = 1 - sum (meas - est)^2 / sum (meas - mean meas)^2 (the
     estimate read as the prediction y = x: can be negative); r2_line = corr^2 (R^2 of the
     least-squares line meas ~ alpha + beta est); median_rel_error = median |est - meas| / |meas|
     over steps with meas != 0.
+
+    Args:
+        estimate: [n] predicted values (e.g. dH/predicted per step).
+        measured: [n] measured values on the same steps.
+
+    Returns:
+        ``{"corr", "r2_identity", "r2_line", "median_rel_error"}``; NaN where undefined
+        (fewer than 2 points, a constant series, no nonzero measurement).
     """
     corr = correlation(estimate, measured)
     total = np.sum((measured - np.mean(measured)) ** 2) if len(measured) else 0.0
@@ -137,9 +232,20 @@ def agreement(estimate, measured) -> dict[str, float]:
     }
 
 
-def partition_parts(table, keys) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def partition_parts(
+    table: dict[str, np.ndarray], keys: Sequence[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(steps, {key: values}) of the groups of a partition that were logged, on the steps where
-    any of them was (NaN where a group was not)."""
+    any of them was (NaN where a group was not).
+
+    Args:
+        table: a metrics table (:func:`metrics_table`).
+        keys: the partition's group metrics (e.g. ``PARTITIONS["quadrants"]``).
+
+    Returns:
+        ``(steps [n], {key: values [n]})`` for the keys logged at least once; empty steps and
+        {} when none was.
+    """
     present = [k for k in keys if np.isfinite(table.get(k, [np.nan])).any()]
     if not present:
         return np.zeros(0), {}
@@ -147,9 +253,18 @@ def partition_parts(table, keys) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return table["step"][logged], {k: table[k][logged] for k in present}
 
 
-def partition_summary(table, keys) -> dict[str, float]:
+def partition_summary(table: dict[str, np.ndarray], keys: Sequence[str]) -> dict[str, float]:
     """Per group g: '<g>/mean' = mean_t g_t and '<g>/share' = sum_t |g_t| / sum_t sum_g' |g'_t|
-    (g' over the partition's logged groups; a group missing at a step counts 0 there)."""
+    (g' over the partition's logged groups; a group missing at a step counts 0 there).
+
+    Args:
+        table: a metrics table (:func:`metrics_table`).
+        keys: the partition's group metrics (e.g. ``PARTITIONS["forking"]``).
+
+    Returns:
+        ``{"<g>/mean", "<g>/share"}`` for each logged group (shares sum to 1; NaN when all
+        are 0); {} when no group was logged.
+    """
     _, parts = partition_parts(table, keys)
     total = sum(np.nansum(np.abs(v)) for v in parts.values())
     rows = {}
@@ -159,9 +274,18 @@ def partition_summary(table, keys) -> dict[str, float]:
     return rows
 
 
-def law_summary(table, z: float = 1.96) -> dict[str, float]:
+def law_summary(table: dict[str, np.ndarray], z: float = 1.96) -> dict[str, float]:
     """The entropy-performance fit R = -a exp(H) + b on the steps logging entropy and reward:
-    a, b, ceiling b - a with its z-interval, R^2 and the number of points ({} under 3 points)."""
+    a, b, ceiling b - a with its z-interval, R^2 and the number of points ({} under 3 points).
+
+    Args:
+        table: a metrics table (:func:`metrics_table`) with "entropy" and "reward".
+        z: the normal quantile of the ceiling interval; default 1.96 (95%).
+
+    Returns:
+        ``{"law/points", "law/a", "law/b", "law/ceiling", "law/r2", "law/ceiling_lower",
+        "law/ceiling_upper"}`` (points an int), or {} with fewer than 3 paired steps.
+    """
     import jax.numpy as jnp
 
     from entropix.dynamics import ceiling_interval, fit_entropy_performance
@@ -176,12 +300,21 @@ def law_summary(table, z: float = 1.96) -> dict[str, float]:
     return {"law/points": len(h)} | {f"law/{k}": float(v) for k, v in values.items()}
 
 
-def dynamics_table(table, z: float = 1.96) -> dict[str, float]:
+def dynamics_table(table: dict[str, np.ndarray], z: float = 1.96) -> dict[str, float]:
     """The dynamics rows of one run's metrics table (rows whose metrics were not logged are
     left out): 'steps' with both dH/predicted and dH/measured, ``agreement`` of dH/predicted
     ('dH/predicted/<corr|r2_identity|r2_line|median_rel_error>') and of each of ``ESTIMATORS``
     (corr, median_rel_error) with dH/measured, ``partition_summary`` of each of
-    ``PARTITIONS``, and ``law_summary``."""
+    ``PARTITIONS``, and ``law_summary``.
+
+    Args:
+        table: a metrics table (:func:`metrics_table`); ``ValueError`` when no step logged
+            both dH/predicted and dH/measured.
+        z: as in :func:`law_summary`; default 1.96.
+
+    Returns:
+        ``{quantity: value}``, ``"steps"`` first, in the order above.
+    """
     _, predicted, measured = paired(table, "dH/predicted", "dH/measured")
     if not len(predicted):
         raise ValueError("the run logged no steps with both dH/predicted and dH/measured")
@@ -204,7 +337,14 @@ def _cell(value) -> str:
 
 
 def dynamics_markdown(tables: dict[str, dict[str, float]]) -> str:
-    """One Markdown table: a row per quantity, a column per run ('-' where not logged)."""
+    """One Markdown table: a row per quantity, a column per run ('-' where not logged).
+
+    Args:
+        tables: ``{run label: dynamics rows}`` (:func:`dynamics_table` of each run).
+
+    Returns:
+        The table's lines joined by newlines (values to 4 significant digits, ints as is).
+    """
     names = list(dict.fromkeys(k for rows in tables.values() for k in rows))
     lines = ["| quantity | " + " | ".join(tables) + " |", "|---" * (len(tables) + 1) + "|"]
     for name in names:
@@ -213,9 +353,21 @@ def dynamics_markdown(tables: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def dynamics_report(run_dir, z: float = 1.96) -> tuple[str, dict[str, dict[str, float]]]:
+def dynamics_report(
+    run_dir: str | Path, z: float = 1.96
+) -> tuple[str, dict[str, dict[str, float]]]:
     """The dynamics tables of a run and its sub-runs that logged dH (others skipped), written to
-    ``RUN_DIR/dynamics_table.md`` and ``.json``; returns (Markdown, {label: rows})."""
+    ``RUN_DIR/dynamics_table.md`` and ``.json``; returns (Markdown, {label: rows}).
+
+    Args:
+        run_dir: a run directory or a directory of runs (:func:`find_runs`); ``ValueError``
+            when none logged dH/predicted and dH/measured on the same step.
+        z: as in :func:`law_summary`; default 1.96.
+
+    Returns:
+        ``(markdown, {label: rows})``: the :func:`dynamics_markdown` table and each run's
+        :func:`dynamics_table` (the JSON file holds the same rows, NaN as null).
+    """
     import json
 
     tables = {}

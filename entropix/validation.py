@@ -5,17 +5,26 @@ and cost nothing in the compiled program. They raise ``ValueError`` / ``TypeErro
 with a message that names the argument, what was expected and what was received.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+T = TypeVar("T")
 
 
 def _shape_of(x) -> tuple[int, ...]:
     return tuple(jnp.shape(x))
 
 
-def check_floating(x, name: str) -> None:
-    """Raise ``TypeError`` unless ``x`` has a floating dtype (fp16/bf16/fp32/fp64)."""
+def check_floating(x: ArrayLike, name: str) -> None:
+    """Raise ``TypeError`` unless ``x`` has a floating dtype (fp16/bf16/fp32/fp64).
+
+    Args:
+        x: the array (or array-like) to check.
+        name: the argument's name, for the message.
+    """
     dtype = jnp.result_type(x)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
@@ -24,8 +33,14 @@ def check_floating(x, name: str) -> None:
         )
 
 
-def check_rank(x, name: str, ranks: int | Sequence[int]) -> None:
-    """Raise ``ValueError`` unless ``x.ndim`` is ``ranks`` (or one of them)."""
+def check_rank(x: ArrayLike, name: str, ranks: int | Sequence[int]) -> None:
+    """Raise ``ValueError`` unless ``x.ndim`` is ``ranks`` (or one of them).
+
+    Args:
+        x: the array to check.
+        name: the argument's name, for the message.
+        ranks: the allowed rank, or a sequence of allowed ranks.
+    """
     allowed = (ranks,) if isinstance(ranks, int) else tuple(ranks)
     shape = _shape_of(x)
     if len(shape) not in allowed:
@@ -33,8 +48,15 @@ def check_rank(x, name: str, ranks: int | Sequence[int]) -> None:
         raise ValueError(f"{name} must have rank {want}; got shape {shape} (rank {len(shape)})")
 
 
-def check_min_rank(x, name: str, min_rank: int, layout: str = "") -> None:
-    """Raise ``ValueError`` unless ``x.ndim >= min_rank``; ``layout`` documents the axes."""
+def check_min_rank(x: ArrayLike, name: str, min_rank: int, layout: str = "") -> None:
+    """Raise ``ValueError`` unless ``x.ndim >= min_rank``; ``layout`` documents the axes.
+
+    Args:
+        x: the array to check.
+        name: the argument's name, for the message.
+        min_rank: the smallest allowed rank.
+        layout: the expected axes for the message, e.g. ``"[..., classes]"``; default none.
+    """
     shape = _shape_of(x)
     if len(shape) < min_rank:
         hint = f" laid out as {layout}" if layout else ""
@@ -43,8 +65,14 @@ def check_min_rank(x, name: str, min_rank: int, layout: str = "") -> None:
         )
 
 
-def check_shape(x, name: str, expected: Sequence[int | None]) -> None:
-    """Raise ``ValueError`` unless ``x.shape`` matches ``expected`` (``None`` = any size)."""
+def check_shape(x: ArrayLike, name: str, expected: Sequence[int | None]) -> None:
+    """Raise ``ValueError`` unless ``x.shape`` matches ``expected`` (``None`` = any size).
+
+    Args:
+        x: the array to check.
+        name: the argument's name, for the message.
+        expected: the shape, one entry per axis; None matches any size.
+    """
     shape = _shape_of(x)
     ok = len(shape) == len(expected) and all(
         e is None or e == s for e, s in zip(expected, shape, strict=True)
@@ -55,8 +83,16 @@ def check_shape(x, name: str, expected: Sequence[int | None]) -> None:
         raise ValueError(f"{name} must have shape {want} (? = any size); got {shape}")
 
 
-def check_mask(mask, name: str, shape: Sequence[int]) -> None:
-    """A mask must be bool or floating and have exactly ``shape`` (no silent broadcasting)."""
+def check_mask(mask: ArrayLike, name: str, shape: Sequence[int]) -> None:
+    """A mask must be bool or floating and have exactly ``shape`` (no silent broadcasting).
+
+    Raises ``TypeError`` for another dtype, ``ValueError`` for another shape.
+
+    Args:
+        mask: the mask to check, e.g. [batch, time].
+        name: the argument's name, for the message.
+        shape: the shape of the values it masks.
+    """
     dtype = jnp.result_type(mask)
     if not (dtype == jnp.bool_ or jnp.issubdtype(dtype, jnp.floating)):
         raise TypeError(f"{name} must be bool or floating (got dtype {dtype})")
@@ -67,27 +103,52 @@ def check_mask(mask, name: str, shape: Sequence[int]) -> None:
         )
 
 
-def check_positive(value, name: str) -> None:
-    """Raise ``ValueError`` unless a static Python number is > 0."""
+def check_positive(value: float, name: str) -> None:
+    """Raise ``ValueError`` unless a static Python number is > 0.
+
+    Args:
+        value: the number (int or float).
+        name: the argument's name, for the message.
+    """
     if not value > 0:
         raise ValueError(f"{name} must be > 0; got {value}")
 
 
-def check_fraction(value, name: str) -> None:
-    """Raise ``ValueError`` unless a static Python number lies in (0, 1]."""
+def check_fraction(value: float, name: str) -> None:
+    """Raise ``ValueError`` unless a static Python number lies in (0, 1].
+
+    Args:
+        value: the number.
+        name: the argument's name, for the message.
+    """
     check_positive(value, name)
     if value > 1:
         raise ValueError(f"{name} must be in (0, 1]; got {value}")
 
 
-def check_choice(value, name: str, choices: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming the valid choices when ``value`` is not one of them."""
+def check_choice(value: str, name: str, choices: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the valid choices when ``value`` is not one of them.
+
+    Args:
+        value: the given choice.
+        name: the argument's name, for the message.
+        choices: the valid choices.
+    """
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
 
 
-def lookup(registry, name: str, what: str):
-    """``registry[name]``; an unknown name raises ``KeyError`` naming the closest keys."""
+def lookup(registry: Mapping[str, T], name: str, what: str) -> T:
+    """``registry[name]``; an unknown name raises ``KeyError`` naming the closest keys.
+
+    Args:
+        registry: the mapping to look in.
+        name: the key.
+        what: what the entries are, for the message (e.g. ``"controller"``).
+
+    Returns:
+        The entry ``registry[name]``.
+    """
     if name not in registry:
         import difflib
 

@@ -4,9 +4,15 @@ summary). ``entropix run CONFIG.yaml`` picks the module named by the config's ``
 """
 
 import importlib
-from collections.abc import Mapping
+import sys
+import types
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+from entropix import config as cfg
 from entropix.validation import lookup
+
+__all__ = ["EXPERIMENTS", "module", "prepare", "schemas"]
 
 # experiment name -> module under experiments/
 EXPERIMENTS: dict[str, str] = {
@@ -15,11 +21,22 @@ EXPERIMENTS: dict[str, str] = {
     "dynamics": "dynamics",
     "attention_collapse": "attention_collapse",
     "tta": "tta",
+    "ttrl": "ttrl",
 }
 
 
-def module(name: str):
-    """Import the experiment module for ``name`` (a KeyError names the nearest one)."""
+def module(name: str) -> types.ModuleType:
+    """Import the experiment module for ``name`` (a KeyError names the nearest one).
+
+    Args:
+        name: an experiment name, a key of :data:`EXPERIMENTS`.
+
+    Returns:
+        The module ``experiments.<name>`` (it has ``Config`` and ``run``).
+
+    Raises:
+        KeyError: ``name`` is not an experiment (the message names the nearest one).
+    """
     return importlib.import_module(f"experiments.{lookup(EXPERIMENTS, name, 'experiment')}")
 
 
@@ -37,5 +54,39 @@ class _Schemas(Mapping):
 
 
 def schemas() -> Mapping[str, type]:
-    """Experiment name -> its ``Config`` dataclass (modules are imported lazily)."""
+    """Experiment name -> its ``Config`` dataclass (modules are imported lazily).
+
+    Returns:
+        A read-only mapping over :data:`EXPERIMENTS`; looking a name up imports its module.
+    """
     return _Schemas()
+
+
+def prepare(
+    config_path: str | Path, overrides: Sequence[str] = (), run_dir: str | Path | None = None
+) -> tuple[types.ModuleType, cfg.ExperimentConfig, Path]:
+    """Resolve an experiment config and its run directory and save ``config.yaml`` there.
+
+    Args:
+        config_path: the experiment YAML.
+        overrides: ``dotted.key=value`` strings applied on top.
+        run_dir: the run directory (default: the config's ``run_dir``, else ``runs/<name>``).
+
+    Returns:
+        ``(module, config, directory)``: the experiment module, the typed config (its
+        ``Config``) and the run directory. Re-using a directory whose saved config differs
+        prints the changed keys.
+    """
+    overrides = list(overrides) + ([f"run_dir={run_dir}"] if run_dir else [])
+    config = cfg.load(config_path, overrides, schemas())
+    directory = cfg.resolve_run_dir(config)
+    previous = directory / cfg.CONFIG_FILENAME
+    if previous.is_file():
+        changed = cfg.diff(cfg.read_yaml(previous), cfg.to_dict(config))
+        if changed:
+            print(
+                f"note: resuming {directory} with changed keys: {', '.join(changed)}",
+                file=sys.stderr,
+            )
+    cfg.save(config, directory)
+    return module(config.experiment), config, directory

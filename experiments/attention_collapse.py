@@ -10,24 +10,27 @@ resumable) in its own sub-directory. Logged every step: the LM loss, the step's 
 H[b, h, q] / log(q + 1) averaged over batch and queries (``attn/L<l>H<h>``; ``entropy`` is the
 mean over heads), all computed in the train step's forward pass. A step with a non-finite loss
 or gradient is skipped (the step's guard) and counted in ``guard/nonfinite_total``. Writes
-``attention.md`` and ``plots/attention_heads.png``.
+``results.json`` / ``results.md`` (the table of final loss and attention entropy per variant)
+and ``plots/attention_heads.png``.
 """
 
 import dataclasses
-import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.typing import ArrayLike
 
 from entropix.config import ExperimentConfig
 from entropix.models import Llama, get_preset
+from entropix.results import figure, table
 from entropix.runs import metrics_table, series
 from entropix.tasks import CharTokenizer, corpus, lm_windows
-from entropix.train import TrainConfig, fit, read_metrics
-from experiments.reporting import markdown_table
+from entropix.train import TrainConfig, fit, read_metrics, tracked
+from experiments.reporting import save_results
 
 VARIANTS = ("baseline", "sigma_reparam")
 
@@ -47,11 +50,18 @@ class Config(ExperimentConfig):
     log_every: int = 5  # progress lines every 10 * log_every steps
 
 
-def head_entropy(entropy):
+def head_entropy(entropy: ArrayLike) -> jax.Array:
     """Normalised attention entropy per layer and head ``[L, H]`` from entropy [L, B, H, T].
 
     H[b, h, q] / log(q + 1) (q + 1 keys under the causal mask), averaged over batch and the
     queries q >= 1 (the first query has a single key).
+
+    Args:
+        entropy: float ``[L, B, H, T]`` attention entropy in nats of each layer, example, head
+            and query (the model's ``attention_entropy``); T >= 2.
+
+    Returns:
+        float ``[L, H]`` normalised entropy, 1 for uniform attention.
     """
     keys = jnp.arange(entropy.shape[-1], dtype=jnp.float32) + 1.0
     normalised = entropy[..., 1:] / jnp.log(keys[1:])
@@ -59,7 +69,16 @@ def head_entropy(entropy):
 
 
 def make_model(config: Config, variant: str, rngs: nnx.Rngs) -> Llama:
-    """The ``tiny`` Llama preset at this experiment's sizes (sigmaReparam for that variant)."""
+    """The ``tiny`` Llama preset at this experiment's sizes (sigmaReparam for that variant).
+
+    Args:
+        config: gives ``dim``, ``layers``, ``heads`` and ``seq_len``.
+        variant: ``"baseline"`` or ``"sigma_reparam"`` (sigmaReparam on every linear layer).
+        rngs: initialises the parameters.
+
+    Returns:
+        The freshly initialised model (character vocabulary).
+    """
     preset = get_preset(
         "tiny",
         vocab_size=CharTokenizer().vocab_size,
@@ -74,9 +93,22 @@ def make_model(config: Config, variant: str, rngs: nnx.Rngs) -> Llama:
     return Llama(preset, rngs=rngs)
 
 
-def lm_loss(model, windows, key, controls):
+def lm_loss(
+    model: Llama, windows: ArrayLike, key: jax.Array, controls: dict[str, jax.Array]
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The next-character loss of ``windows [B, T + 1]`` and, from the same forward pass,
-    ``entropy`` (mean over heads) and ``attn/L<l>H<h>`` (see :func:`head_entropy`)."""
+    ``entropy`` (mean over heads) and ``attn/L<l>H<h>`` (see :func:`head_entropy`).
+
+    Args:
+        model: the decoder being trained.
+        windows: int ``[B, T + 1]`` token windows (inputs and next tokens).
+        key: the micro-batch's PRNG key (unused: the loss is deterministic).
+        controls: the train step's control values (unused).
+
+    Returns:
+        ``(loss, metrics)``: the mean cross-entropy in nats (scalar) and
+        ``{"entropy": scalar, "attn/L<l>H<h>": scalar, ...}``.
+    """
     out = model(windows[:, :-1], return_attention_entropy=True)
     loss = optax.softmax_cross_entropy_with_integer_labels(out.logits, windows[:, 1:]).mean()
     heads = head_entropy(out.attention_entropy)
@@ -88,7 +120,22 @@ def lm_loss(model, windows, key, controls):
 
 def train_variant(config: Config, variant: str, text: str, run_dir: Path) -> dict:
     """Train one variant with ``entropix.train.fit`` in ``run_dir/<variant>``; returns its
-    summary row. Batch t is ``lm_windows`` drawn with ``default_rng([seed, t])``."""
+    summary row. Batch t is ``lm_windows`` drawn with ``default_rng([seed, t])``.
+
+    Args:
+        config: the experiment config.
+        variant: one of :data:`VARIANTS`.
+        text: the training corpus.
+        run_dir: the experiment's run directory (the variant trains in a sub-directory).
+
+    Returns:
+        ``{"variant", "final_loss", "max_loss_after_start", "loss_spikes",
+        "min_attention_entropy", "final_attention_entropy"}``; "final" means the mean of the
+        last ``steps // 10`` steps.
+
+    Raises:
+        ValueError: an unknown ``variant``.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r} is not one of {', '.join(VARIANTS)}")
 
@@ -151,15 +198,38 @@ def _plot_heads(run_dir: Path, config: Config) -> None:
     plt.close(fig)
 
 
-def run(config: Config, run_dir) -> dict:
-    """Train every variant on the same text and batches; write the table and head plot."""
+def run(config: Config, run_dir: str | Path) -> dict:
+    """Train every variant on the same text and batches; write the table and head plot.
+
+    Args:
+        config: the experiment config.
+        run_dir: the run directory (one sub-directory per variant, results, plots).
+
+    Returns:
+        ``{variant: {"final_loss": ..., ...}}``: each variant's summary row without its name.
+    """
     run_dir = Path(run_dir)
     text = corpus(np.random.default_rng(config.seed), config.sentences)
-    rows = [train_variant(config, variant, text, run_dir) for variant in config.variants]
+    rows = [
+        train_variant(config, variant, text, run_dir)
+        for variant in tracked(config.variants, "sweep")
+    ]
     header = list(rows[0])
-    (run_dir / "attention.md").write_text(
-        markdown_table(header, [[r[k] for k in header] for r in rows]) + "\n"
-    )
-    (run_dir / "attention.json").write_text(json.dumps(rows, indent=2))
     _plot_heads(run_dir, config)
+    caption = "Normalised attention entropy H / log(keys) of every head over training, per variant."
+    save_results(
+        run_dir,
+        config,
+        tables=[
+            table(
+                "variants",
+                "Attention entropy and loss at a high learning rate",
+                header,
+                [[r[k] for k in header] for r in rows],
+                notes=f"final = mean of the last {max(1, config.steps // 10)} steps; loss_spikes: "
+                "steps whose loss rose by more than 0.5.",
+            )
+        ],
+        figures=[figure("attention_heads", "plots/attention_heads.png", caption)],
+    )
     return {r["variant"]: {k: v for k, v in r.items() if k != "variant"} for r in rows}

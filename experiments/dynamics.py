@@ -14,14 +14,14 @@ GRPO run (``grpo`` section, optional) on the RL trainer, whose logged steps hold
 optimiser made; ``entropix.rl.update``), the logit-space law and the sampled-token estimator
 beside it, and the prediction's token-group parts (``entropix.dynamics.telemetry``).
 
-``dynamics.md`` holds the bandit's agreement and law fit, the GRPO run's
-``entropix.runs.dynamics_table`` (prefixed ``grpo_``) and the targets: bandit corr >= 0.99;
-GRPO corr(dH/predicted, dH/measured) >= 0.95 and median |pred - meas| / |meas| <= 0.2.
+``results.json`` / ``results.md`` hold the bandit's agreement and law fit, the GRPO run's
+``entropix.runs.dynamics_table`` (prefixed ``grpo_``), the targets (bandit corr >= 0.99;
+GRPO corr(dH/predicted, dH/measured) >= 0.95 and median |pred - meas| / |meas| <= 0.2) and the
+plots of ``entropix plot``.
 """
 
 import contextlib
 import dataclasses
-import json
 from pathlib import Path
 
 import jax
@@ -35,10 +35,12 @@ from entropix.dynamics import (
     pg_logit_update,
     predicted_entropy_change,
 )
+from entropix.results import table as results_table
+from entropix.results import target
 from entropix.runs import correlation, dynamics_table, metrics_table, series
 from entropix.train import MetricsLogger
 from experiments import grpo as grpo_experiment
-from experiments.reporting import markdown_table
+from experiments.reporting import plot_figures, save_results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,12 +68,20 @@ def _entropy(z):
     return -jnp.sum(jnp.exp(logp) * logp)
 
 
-def run_bandit(key, config: BanditConfig) -> dict[str, jax.Array]:
+def run_bandit(key: jax.Array, config: BanditConfig) -> dict[str, jax.Array]:
     """One seed of exact softmax PG on a bandit: per-step curves, each ``[steps]``.
 
     Returns ``entropy`` (before the step), ``reward`` (E_pi r before the step),
     ``dH/predicted`` (-Cov(log pi, dz) of the step's update) and ``dH/measured``
     (H(z + dz) - H(z)). Pure and jit/vmap-able in ``key``.
+
+    Args:
+        key: the PRNG key of the seed (draws arm rewards and initial logits).
+        config: the bandit (static under ``jit``).
+
+    Returns:
+        ``{"entropy", "reward", "dH/predicted", "dH/measured"}``, each float32 ``[steps]``
+        (entropies in nats).
     """
     k_r, k_z = jax.random.split(key)
     rewards = jax.random.uniform(k_r, (config.arms,))
@@ -93,8 +103,16 @@ def run_bandit(key, config: BanditConfig) -> dict[str, jax.Array]:
     return curves
 
 
-def run_bandit_seeds(key, config: BanditConfig) -> dict[str, jax.Array]:
-    """``config.seeds`` bandits in one compiled, vmapped program: curves ``[seeds, steps]``."""
+def run_bandit_seeds(key: jax.Array, config: BanditConfig) -> dict[str, jax.Array]:
+    """``config.seeds`` bandits in one compiled, vmapped program: curves ``[seeds, steps]``.
+
+    Args:
+        key: split into one key per seed.
+        config: the bandit.
+
+    Returns:
+        The curves of :func:`run_bandit`, each float32 ``[seeds, steps]``.
+    """
     keys = jax.random.split(key, config.seeds)
     return jax.jit(jax.vmap(run_bandit, in_axes=(0, None)), static_argnums=1)(keys, config)
 
@@ -113,8 +131,18 @@ def _law(entropy, reward, fraction) -> dict:
     }
 
 
-def run(config: Config, run_dir) -> dict:
-    """Run the bandit seeds (and the GRPO run if configured); write metrics and tables."""
+def run(config: Config, run_dir: str | Path) -> dict:
+    """Run the bandit seeds (and the GRPO run if configured); write metrics and tables.
+
+    Args:
+        config: the experiment config.
+        run_dir: the run directory (``bandit/``, ``grpo/``, results).
+
+    Returns:
+        The summary: ``bandit_corr``, ``bandit_rel_error``, ``bandit_fit_*`` /
+        ``bandit_ceiling`` / ``bandit_collapse_step``, with GRPO ``grpo_<dynamics row>``,
+        ``grpo_collapse_step`` and ``grpo_final_reward``, and ``targets`` (text -> met).
+    """
     run_dir = Path(run_dir)
     bandit = config.bandit
     curves = jax.device_get(run_bandit_seeds(jax.random.key(config.seed), bandit))
@@ -141,9 +169,9 @@ def run(config: Config, run_dir) -> dict:
             ).items()
         },
     }
-    targets = {"bandit corr >= 0.99": summary["bandit_corr"] >= 0.99}
+    checks = [("bandit corr >= 0.99", summary["bandit_corr"], summary["bandit_corr"] >= 0.99)]
     if config.grpo is not None:
-        grpo_summary = grpo_experiment.run(config.grpo, run_dir / "grpo")
+        grpo_summary = grpo_experiment.run(config.grpo, run_dir / "grpo", report=False)
         table = metrics_table(run_dir / "grpo")
         summary.update({f"grpo_{k}": v for k, v in dynamics_table(table).items()})
         _, entropy = series(table, "entropy")
@@ -151,16 +179,16 @@ def run(config: Config, run_dir) -> dict:
         summary["grpo_collapse_step"] = step if step >= 0 else None
         summary["grpo_final_reward"] = grpo_summary.get("final_reward")
         corr, rel = summary["grpo_dH/predicted/corr"], summary["grpo_dH/predicted/median_rel_error"]
-        targets["GRPO corr(dH pred, dH meas) >= 0.95"] = corr >= 0.95
-        targets["GRPO median abs(pred - meas) / abs(meas) <= 0.2"] = rel <= 0.2
-    summary["targets"] = targets
-    rows = [[k, v] for k, v in summary.items() if k != "targets"]
-    met = [[target, "met" if ok else "not met"] for target, ok in targets.items()]
-    (run_dir / "dynamics.md").write_text(
-        markdown_table(["quantity", "value"], rows)
-        + "\n\n"
-        + markdown_table(["target", "result"], met)
-        + "\n"
+        checks.append(("GRPO corr(dH pred, dH meas) >= 0.95", corr, corr >= 0.95))
+        checks.append(("GRPO median abs(pred - meas) / abs(meas) <= 0.2", rel, rel <= 0.2))
+    rows = [[k, v] for k, v in summary.items()]
+    summary["targets"] = {text: bool(ok) for text, _, ok in checks}
+    title = "Entropy dynamics: bandit and GRPO"
+    save_results(
+        run_dir,
+        config,
+        tables=[results_table("dynamics", title, ["quantity", "value"], rows)],
+        figures=plot_figures(run_dir),
+        targets=[target(text, ok, value) for text, value, ok in checks],
     )
-    (run_dir / "dynamics.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -122,7 +122,7 @@ def test_save_round_trips_and_diff(tmp_path):
     saved = cfg.save(config, run_dir)
     again = cfg.load(saved, [], SCHEMAS)
     assert again == config
-    assert cfg.diff(cfg.to_dict(config), cfg.to_dict(cfg.build(Schema, {}, ["seed=2"]))) == [
+    assert cfg.diff(cfg.to_dict(config), cfg.to_dict(cfg.from_data(Schema, {}, ["seed=2"]))) == [
         "experiment",
         "name",
         "seed",

@@ -59,7 +59,15 @@ def _programs(chunk):
 
 
 def run(quick: bool, repeats: int) -> list[dict]:
-    """One row per (V, mode)."""
+    """One row per (V, mode).
+
+    Args:
+        quick: measure the quick sizes (``QUICK``) instead of the normal ones (``NORMAL``).
+        repeats: timed rounds per program (>= ``timing.MIN_REPEATS``).
+
+    Returns:
+        One ``report.row`` dict per (V, mode).
+    """
     sizes = QUICK if quick else NORMAL
     rows = []
     for vocab in sizes["vocabs"]:

@@ -50,6 +50,8 @@ NOT_LOSSES = {
     "advantage": "an advantage shaper (rewards -> advantages), not a loss",
     "selector": "a token selector (batch -> mask), not a loss",
     "reward": "a reward-shaping function, not a loss",
+    "rollout": "a rollout strategy (prompts -> sampled rows), not a loss",
+    "steering": "a model transform (an activation hook on the decoder), not a loss",
 }
 
 
@@ -143,7 +145,15 @@ def _step(loss_fn, make_policy_batch):
 
 def run(quick: bool, repeats: int) -> list[dict]:
     """One row per registry entry (sorted by name), plus one per loss module that failed to
-    import."""
+    import.
+
+    Args:
+        quick: measure the quick sizes (``QUICK``) instead of the normal ones (``NORMAL``).
+        repeats: timed rounds per program (>= ``timing.MIN_REPEATS``).
+
+    Returns:
+        The rows: ``report.row`` or ``report.unavailable`` dicts.
+    """
     try:
         registry, compose, term_cls, make_policy_batch, failures = _load_registry()
     except Exception as error:

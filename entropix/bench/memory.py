@@ -6,9 +6,18 @@ log-prob/entropy path it includes the [tokens, vocab] logits, for the fused path
 chunk] blocks. It is a static figure from the compiler, so it is exact and noise-free.
 """
 
+import jax
 
-def temp_bytes(compiled) -> int | None:
-    """Temporary bytes of a compiled executable, or None when the backend gives no analysis."""
+
+def temp_bytes(compiled: jax.stages.Compiled) -> int | None:
+    """Temporary bytes of a compiled executable, or None when the backend gives no analysis.
+
+    Args:
+        compiled: a compiled program (``jax.jit(f).lower(...).compile()``).
+
+    Returns:
+        ``temp_size_in_bytes`` of its memory analysis, or None.
+    """
     analysis = compiled.memory_analysis()
     if analysis is None:
         return None

@@ -10,13 +10,30 @@ whether this run met it. A suite that cannot run a case gives a row with status
 import datetime
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 
 
-def row(case: str, ratios: dict, values: dict, targets: dict | None = None) -> dict:
-    """A measured row; ``targets`` maps target text -> met (bool)."""
+def row(
+    case: str,
+    ratios: Mapping[str, float],
+    values: dict[str, Any],
+    targets: Mapping[str, bool] | None = None,
+) -> dict[str, Any]:
+    """A measured row; ``targets`` maps target text -> met (bool).
+
+    Args:
+        case: the case's name (one line).
+        ratios: headline figures by name, dimensionless.
+        values: the raw figures they come from (JSON-serialisable).
+        targets: target text -> whether this run met it; default none.
+
+    Returns:
+        ``{"case", "status": "ok", "ratios" (floats), "values", "targets"}``.
+    """
     return {
         "case": case,
         "status": "ok",
@@ -26,13 +43,25 @@ def row(case: str, ratios: dict, values: dict, targets: dict | None = None) -> d
     }
 
 
-def unavailable(case: str, reason: str) -> dict:
-    """A row for a case that could not run, with the reason in one line."""
+def unavailable(case: str, reason: str) -> dict[str, str]:
+    """A row for a case that could not run, with the reason in one line.
+
+    Args:
+        case: the case's name.
+        reason: why it could not run.
+
+    Returns:
+        ``{"case", "status": "not available", "reason"}``.
+    """
     return {"case": case, "status": "not available", "reason": reason}
 
 
-def environment() -> dict:
-    """Device kind, platform, device count and JAX version of this process."""
+def environment() -> dict[str, Any]:
+    """Device kind, platform, device count and JAX version of this process.
+
+    Returns:
+        ``{"device_kind", "platform", "device_count", "jax_version"}``.
+    """
     device = jax.devices()[0]
     return {
         "device_kind": device.device_kind,
@@ -50,8 +79,15 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def markdown(results: dict) -> str:
-    """One Markdown table per suite: case, ratios, targets (met / not met) or the skip reason."""
+def markdown(results: Mapping[str, Any]) -> str:
+    """One Markdown table per suite: case, ratios, targets (met / not met) or the skip reason.
+
+    Args:
+        results: the results dict of :func:`write` (environment, created, quick, suites).
+
+    Returns:
+        The Markdown text, a heading line per suite.
+    """
     env = results["environment"]
     lines = [
         "# entropix bench",
@@ -77,8 +113,17 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write(out_dir: str | Path, suites: dict[str, list[dict]], quick: bool) -> dict:
-    """Write ``results.json`` and ``results.md`` under ``out_dir``; return the results dict."""
+def write(out_dir: str | Path, suites: dict[str, list[dict]], quick: bool) -> dict[str, Any]:
+    """Write ``results.json`` and ``results.md`` under ``out_dir``.
+
+    Args:
+        out_dir: the directory (created if missing).
+        suites: suite name -> its rows (:func:`row` / :func:`unavailable`).
+        quick: whether the quick sizes were measured.
+
+    Returns:
+        The results dict written to ``results.json``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = {

@@ -49,7 +49,8 @@ import numpy as np
 from entropix.bench import report
 from entropix.bench.timing import time_calls
 from entropix.bench.train import PEAK_N, QUICK_PEAK_N, matmul_params, matmul_peak_call
-from entropix.config import build as build_config
+from entropix.config import from_data
+from entropix.models import LlamaConfig
 from entropix.models.loaders import smollm2_gguf_path
 from entropix.rl import RLConfig, build
 from entropix.train import init_state, make_train_step
@@ -77,13 +78,38 @@ COMMON = {
 }
 
 
-def forward_flops(config, tokens: int, context: int) -> float:
-    """Forward FLOPs of ``tokens`` tokens attending over ``context`` keys."""
+def forward_flops(config: LlamaConfig, tokens: int, context: int) -> float:
+    """Forward FLOPs of ``tokens`` tokens attending over ``context`` keys.
+
+    Formula: tokens * (2 N_matmul + 4 L D context) (PaLM convention, module docstring).
+
+    Args:
+        config: the decoder's config.
+        tokens: tokens in the forward.
+        context: keys each token attends over.
+
+    Returns:
+        Model FLOPs.
+    """
     return tokens * (2 * matmul_params(config) + 4 * config.num_layers * config.dim * context)
 
 
-def step_flops(config, rows: int, prompt: int, new: int, decode_steps: int, epochs: int) -> dict:
-    """Model FLOPs of one GRPO step's stages (see the module docstring)."""
+def step_flops(
+    config: LlamaConfig, rows: int, prompt: int, new: int, decode_steps: int, epochs: int
+) -> dict[str, float]:
+    """Model FLOPs of one GRPO step's stages (see the module docstring).
+
+    Args:
+        config: the decoder's config.
+        rows: responses in the batch (prompts x group size).
+        prompt: prompt tokens P per row.
+        new: the cache's new-token budget N per row.
+        decode_steps: decode steps S the rollout ran.
+        epochs: passes of the update over the batch.
+
+    Returns:
+        ``{"rollout": FLOPs, "update": FLOPs}``.
+    """
     rollout = forward_flops(config, rows * prompt, prompt) + forward_flops(
         config, rows * decode_steps, prompt + new
     )
@@ -97,7 +123,7 @@ def _case(name: str, sections: dict, repeats: int, peak_call, peak_flops) -> dic
             smollm2_gguf_path()
         except FileNotFoundError as error:
             return report.unavailable(name, str(error))
-    config = build_config(RLConfig, {**COMMON, **sections}, source=f"bench rl {name}")
+    config = from_data(RLConfig, {**COMMON, **sections}, source=f"bench rl {name}")
     plan = build(config)
     _, _, create = init_state(
         plan.policy.model_fn, plan.optimizer, plan.mesh, seed=0, controllers=plan.controllers
@@ -191,7 +217,15 @@ def _case(name: str, sections: dict, repeats: int, peak_call, peak_flops) -> dic
 
 
 def run(quick: bool, repeats: int) -> list[dict]:
-    """One row per model."""
+    """One row per model.
+
+    Args:
+        quick: measure the quick sizes (``QUICK``) instead of the normal ones (``NORMAL``).
+        repeats: timed rounds per program (>= ``timing.MIN_REPEATS``).
+
+    Returns:
+        One ``report.row`` (or ``report.unavailable``) dict per model.
+    """
     on_cpu = jax.devices()[0].platform == "cpu"
     peak_n = QUICK_PEAK_N if quick else PEAK_N["cpu" if on_cpu else "accelerator"]
     peak_call, peak_flops = matmul_peak_call(peak_n)

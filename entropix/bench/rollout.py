@@ -45,7 +45,15 @@ def _model(preset: str) -> tuple[Llama, str]:
 
 
 def run(quick: bool, repeats: int) -> list[dict]:
-    """One row per model preset."""
+    """One row per model preset.
+
+    Args:
+        quick: measure the quick sizes (``QUICK``) instead of the normal ones (``NORMAL``).
+        repeats: timed rounds per program (>= ``timing.MIN_REPEATS``).
+
+    Returns:
+        One ``report.row`` (or ``report.unavailable``) dict per preset.
+    """
     rows = []
     for preset, sizes in (QUICK if quick else NORMAL).items():
         if sizes is None:

@@ -7,6 +7,7 @@ completes. Each benchmark module exposes ``run(quick: bool, repeats: int) -> lis
 
 import importlib
 import importlib.util
+from typing import TextIO
 
 from entropix.bench import report
 
@@ -33,7 +34,16 @@ def _missing(module: str) -> str | None:
 
 
 def run_suite(name: str, quick: bool, repeats: int) -> list[dict]:
-    """Rows of one suite, or a single ``not available`` row saying which module is missing."""
+    """Rows of one suite, or a single ``not available`` row saying which module is missing.
+
+    Args:
+        name: a key of :data:`SUITES`.
+        quick: measure the suite's quick sizes.
+        repeats: timed rounds per program (>= ``timing.MIN_REPEATS``).
+
+    Returns:
+        The suite's rows (``report.row`` / ``report.unavailable`` dicts).
+    """
     bench_module, needs = SUITES[name]
     for module in needs:
         reason = _missing(module)
@@ -42,3 +52,29 @@ def run_suite(name: str, quick: bool, repeats: int) -> list[dict]:
     if importlib.util.find_spec(bench_module) is None:
         return [report.unavailable(name, f"its benchmark module {bench_module} is not written")]
     return importlib.import_module(bench_module).run(quick, repeats)
+
+
+def run_suites(
+    names: list[str], quick: bool, repeats: int, stream: TextIO | None = None
+) -> dict[str, list[dict]]:
+    """Run the named suites in order, with a progress bar (or plain lines off a terminal).
+
+    Args:
+        names: keys of :data:`SUITES`.
+        quick: measure the suites' quick sizes.
+        repeats: timed rounds per program.
+        stream: where the progress goes (default standard error, so the Markdown on standard
+            output stays clean).
+
+    Returns:
+        Suite name -> its rows.
+    """
+    import sys
+
+    from entropix.train.progress import tracked
+
+    stream = sys.stderr if stream is None else stream
+    return {
+        name: run_suite(name, quick, repeats)
+        for name in tracked(names, "bench", stream=stream, label=lambda n: f"suite {n}")
+    }

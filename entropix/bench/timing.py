@@ -11,6 +11,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 
@@ -29,11 +30,24 @@ class Timing:
     samples: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, float]:
+        """The summary for a results file (samples left out).
+
+        Returns:
+            ``{"median_s", "min_s", "max_s", "runs"}``.
+        """
         return {"median_s": self.median, "min_s": self.min, "max_s": self.max, "runs": self.runs}
 
 
-def compile_jit(fn: Callable, *args):
-    """``jax.jit(fn)`` lowered and compiled for ``args``: the executable, compile time excluded."""
+def compile_jit(fn: Callable, *args: Any) -> jax.stages.Compiled:
+    """``jax.jit(fn)`` lowered and compiled for ``args``: the executable, compile time excluded.
+
+    Args:
+        fn: the function to compile.
+        *args: example arguments (their shapes, dtypes and shardings are compiled for).
+
+    Returns:
+        The compiled executable; call it with arguments like ``args``.
+    """
     return jax.jit(fn).lower(*args).compile()
 
 
@@ -49,6 +63,13 @@ def paired_ratio(a: Timing, b: Timing) -> float:
     Load from other processes comes and goes over seconds; the two calls of one round see
     nearly the same load, so the median of per-round ratios is far steadier than the ratio of
     the two medians when the machine is shared.
+
+    Args:
+        a: the numerator's timing.
+        b: the denominator's timing, from the same :func:`time_calls` run.
+
+    Returns:
+        The median per-round ratio a / b (dimensionless).
     """
     if len(a.samples) != len(b.samples) or not a.samples:
         raise ValueError("paired_ratio needs two Timings from the same time_calls run")
@@ -57,7 +78,15 @@ def paired_ratio(a: Timing, b: Timing) -> float:
 
 def time_calls(calls: Sequence[Callable[[], object]], repeats: int = MIN_REPEATS) -> list[Timing]:
     """Time zero-argument calls side by side: one warm-up each, then ``repeats`` interleaved
-    rounds; each call's result is waited on with ``block_until_ready`` before the clock stops."""
+    rounds; each call's result is waited on with ``block_until_ready`` before the clock stops.
+
+    Args:
+        calls: zero-argument callables, each running one compiled program.
+        repeats: timed rounds, >= :data:`MIN_REPEATS`; default 5.
+
+    Returns:
+        One :class:`Timing` (seconds per call) per call, in order.
+    """
     if repeats < MIN_REPEATS:
         raise ValueError(f"repeats must be >= {MIN_REPEATS} (got {repeats})")
     for call in calls:

@@ -61,6 +61,9 @@ Target on the ``small`` row (the suite's normal sizes have B * T = 8192 tokens):
 MFU >= 0.4 on CPU.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,7 +75,7 @@ from entropix.bench.timing import paired_ratio, time_calls
 from entropix.dynamics import batch_predicted_entropy_change
 from entropix.entropy import masked_mean, masked_var, token_logprobs_and_entropy
 from entropix.losses import compose, make_policy_batch, ppo_clip
-from entropix.models import Llama, get_preset
+from entropix.models import Llama, LlamaConfig, get_preset
 from entropix.train import TrainState, make_train_step
 
 NORMAL = {"tiny": {"batch": 32, "time": 256}, "small": {"batch": 32, "time": 256}}
@@ -88,16 +91,31 @@ OVERHEAD_TARGET = 1.10
 LEARNING_RATE = 1e-4
 
 
-def matmul_params(config) -> int:
-    """Weights that enter a matmul per token: attention projections, SwiGLU MLP, unembedding."""
+def matmul_params(config: LlamaConfig) -> int:
+    """Weights that enter a matmul per token: attention projections, SwiGLU MLP, unembedding.
+
+    Args:
+        config: the decoder's config.
+
+    Returns:
+        The weight count N_matmul.
+    """
     d, hd = config.dim, config.head_dim
     attn = d * hd * (2 * config.num_heads + 2 * config.num_kv_heads)
     mlp = 3 * d * config.ffn_dim
     return config.num_layers * (attn + mlp) + d * config.vocab_size
 
 
-def flops_per_token(config, seq_len: int) -> int:
-    """Train FLOPs per token: 6 * N_matmul + 12 * L * D * T (see the module docstring)."""
+def flops_per_token(config: LlamaConfig, seq_len: int) -> int:
+    """Train FLOPs per token: 6 * N_matmul + 12 * L * D * T (see the module docstring).
+
+    Args:
+        config: the decoder's config.
+        seq_len: the sequence length T.
+
+    Returns:
+        FLOPs of a forward and backward per token.
+    """
     return 6 * matmul_params(config) + 12 * config.num_layers * config.dim * seq_len
 
 
@@ -106,9 +124,17 @@ def _masked_min_max(x, mask):
     return jnp.min(jnp.where(valid, x, jnp.inf)), jnp.max(jnp.where(valid, x, -jnp.inf))
 
 
-def make_loss_fn(diagnostics: bool):
+def make_loss_fn(diagnostics: bool) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
     """``loss_fn(model, batch, key, controls)`` for ``make_train_step``: token-mean PPO clip,
-    with the full entropy diagnostics as extra metrics when ``diagnostics``."""
+    with the full entropy diagnostics as extra metrics when ``diagnostics``.
+
+    Args:
+        diagnostics: add the entropy statistics, predicted dH and attention entropy metrics.
+
+    Returns:
+        ``loss_fn(model, batch, key, controls) -> (loss, metrics)`` over a
+        :func:`make_batch` batch.
+    """
     objective = compose(ppo_clip(), aggregate="token-mean")
 
     def loss_fn(model, batch, key, controls):
@@ -147,8 +173,19 @@ def make_loss_fn(diagnostics: bool):
     return loss_fn
 
 
-def make_batch(vocab: int, batch: int, time: int, seed: int = 0) -> dict:
-    """A synthetic RL batch: tokens [B, T + 1], advantages [B], mask [B, T], old_logp [B, T]."""
+def make_batch(vocab: int, batch: int, time: int, seed: int = 0) -> dict[str, jax.Array]:
+    """A synthetic RL batch: tokens [B, T + 1], advantages [B], mask [B, T], old_logp [B, T].
+
+    Args:
+        vocab: token ids are drawn from [0, vocab).
+        batch: B, the number of responses.
+        time: T, the response length (lengths drawn in [T/2, T]).
+        seed: numpy seed; default 0.
+
+    Returns:
+        ``{"tokens": int32 [B, T + 1], "advantages": float32 [B], "mask": float32 [B, T],
+        "old_logp": float32 [B, T]}``.
+    """
     rng = np.random.default_rng(seed)
     lengths = rng.integers(time // 2, time + 1, size=batch)
     return {
@@ -177,8 +214,15 @@ class StepLoop:
         return self.state, self.metrics
 
 
-def matmul_peak_call(n: int):
-    """A zero-argument call of a compiled [n, n] @ [n, n] fp32 matmul, and its FLOPs."""
+def matmul_peak_call(n: int) -> tuple[Callable[[], Any], int]:
+    """A zero-argument call of a compiled [n, n] @ [n, n] fp32 matmul, and its FLOPs.
+
+    Args:
+        n: the matrices' size.
+
+    Returns:
+        ``(call, flops)``: the call, returning the product, and 2 n^3.
+    """
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
     compiled = jax.jit(jnp.matmul).lower(a, b).compile()
@@ -186,7 +230,15 @@ def matmul_peak_call(n: int):
 
 
 def run(quick: bool, repeats: int) -> list[dict]:
-    """One row per decoder preset."""
+    """One row per decoder preset.
+
+    Args:
+        quick: measure the quick sizes (``QUICK``) instead of the normal ones (``NORMAL``).
+        repeats: timed rounds per program (>= ``timing.MIN_REPEATS``).
+
+    Returns:
+        One ``report.row`` (or ``report.unavailable``) dict per preset.
+    """
     rows = []
     on_cpu = jax.devices()[0].platform == "cpu"
     peak_n = QUICK_PEAK_N if quick else PEAK_N["cpu" if on_cpu else "accelerator"]

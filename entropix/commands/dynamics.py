@@ -24,19 +24,35 @@ did not log are left out. Over the logged steps t with both dH/predicted and dH/
   law/points                    the number of (entropy, reward) pairs fitted
 """
 
+import argparse
 import sys
 
 from entropix.runs import DYNAMICS_FILES, dynamics_report
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments to ``parser``.
+
+    They are the run directory and ``--z`` (ceiling interval half-width).
+
+    Args:
+        parser: the sub-command's parser (``entropix.cli.main`` builds it).
+    """
     parser.add_argument("run_dir", help="a run directory written by `entropix run`")
     parser.add_argument(
         "--z", type=float, default=1.96, help="ceiling interval half-width in standard errors"
     )
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Print the run's dynamics table and write ``dynamics_table.md`` / ``.json`` into it.
+
+    Args:
+        args: the parsed ``entropix dynamics`` arguments (``run_dir``, ``z``).
+
+    Returns:
+        The exit code: 0.
+    """
     markdown, _ = dynamics_report(args.run_dir, args.z)
     print(markdown)
     print(f"wrote {', '.join(DYNAMICS_FILES)} in {args.run_dir}", file=sys.stderr)

@@ -1,226 +1,34 @@
-"""Plot a run's curves to PNG: entropy, reward, predicted vs measured entropy change, and more.
-
-Reads ``RUN_DIR/metrics.jsonl`` (and the ``metrics.jsonl`` of each sub-run, e.g. one per method
-of a sweep) and writes under ``RUN_DIR/plots/``, each when the run logged its metrics:
-
-- ``curves.png``: entropy and reward over steps (moving average);
-- ``entropy_change.png``: measured vs predicted dH per step (``dH/measured``,
-  ``dH/predicted``), with Pearson r and R^2 of the prediction read as y = x;
-- ``quadrants.png``: each token group's signed share g_t / sum_g' |g'_t| of dH/predicted over
-  steps, for the advantage-sign x probability quadrants (``dH/pred/pos_high`` ...) and the
-  forking / non-forking split;
-- ``entropy_position.png``: mean token entropy by response-position bin
-  (``entropy/position/<i>``) at a few evenly spaced logged steps, coloured by step;
-- ``entropy_law.png``: reward vs entropy with the fit R = -a exp(H) + b, and the ceiling b - a
-  fitted on the first k steps (with its 95% interval) over steps.
+"""Plot a run's curves to PNG under ``RUN_DIR/plots/`` (and each sub-run's): entropy, reward,
+predicted vs measured entropy change, token-group shares, entropy by position and the
+entropy-performance law. The figures are drawn by :func:`entropix.plots.plot_run`; its module
+docstring says what each one shows.
 """
 
-from pathlib import Path
+import argparse
 
-import numpy as np
-
-from entropix.runs import (
-    PARTITIONS,
-    agreement,
-    find_runs,
-    law_summary,
-    metrics_table,
-    paired,
-    partition_parts,
-    series,
-)
-
-CURVES = ("entropy", "reward")
-POSITION_PREFIX = "entropy/position/"
-POSITION_STEPS = 5  # entropy_position.png: how many logged steps
+from entropix.plots import plot_run
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments to ``parser``.
+
+    They are the run directory.
+
+    Args:
+        parser: the sub-command's parser (``entropix.cli.main`` builds it).
+    """
     parser.add_argument("run_dir", help="a run directory written by `entropix run`")
 
 
-def smooth(values: np.ndarray, fraction: float = 0.05) -> np.ndarray:
-    """Centred moving average over ``fraction`` of the curve (edges use the available points)."""
-    width = max(1, int(len(values) * fraction)) | 1
-    kernel = np.ones(width)
-    total = np.convolve(values, kernel, mode="same")
-    count = np.convolve(np.ones_like(values), kernel, mode="same")
-    return total / count
+def run(args: argparse.Namespace) -> int:
+    """Write the run's plots under ``RUN_DIR/plots/`` and print each path written.
 
+    Args:
+        args: the parsed ``entropix plot`` arguments (``run_dir``).
 
-def _panels(plt, rows: int, cols: int):
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.5 * rows), squeeze=False)
-    return fig, axes
-
-
-def _curves(plt, runs):
-    present = [
-        k for k in CURVES if any(np.isfinite(t.get(k, [np.nan])).any() for t in runs.values())
-    ]
-    if not present:
-        return None
-    fig, axes = _panels(plt, 1, len(present))
-    for ax, key in zip(axes[0], present, strict=True):
-        for label, table in runs.items():
-            steps, values = series(table, key)
-            if len(values):
-                line = ax.plot(steps, smooth(values), label=label, lw=1.2)[0]
-                if len(runs) == 1:
-                    ax.plot(steps, values, color=line.get_color(), alpha=0.25, lw=0.8)
-        ax.set_xlabel("step")
-        ax.set_title(f"{key} (moving average)")
-    if len(runs) > 1:
-        axes[0][-1].legend(fontsize=7)
-    return fig
-
-
-def _entropy_change(plt, runs):
-    pairs = [(label, *paired(t, "dH/predicted", "dH/measured")[1:]) for label, t in runs.items()]
-    pairs = [p for p in pairs if len(p[1])]
-    if not pairs:
-        return None
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    for label, predicted, measured in pairs:
-        score = agreement(predicted, measured)
-        text = f"r={score['corr']:.2f}, R²={score['r2_identity']:.2f}"
-        ax.scatter(predicted, measured, s=8, label=f"{label} ({text})")
-    spread_p = max(np.ptp(p) for _, p, _ in pairs)
-    spread_m = max(np.ptp(m) for _, _, m in pairs)
-    if 0.1 < spread_p / max(spread_m, 1e-30) < 10:  # same scale: draw y = x
-        lo = min(min(p.min(), m.min()) for _, p, m in pairs)
-        hi = max(max(p.max(), m.max()) for _, p, m in pairs)
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    ax.set_xlabel("predicted dH (first order)")
-    ax.set_ylabel("measured dH")
-    ax.set_title("dH per step (R² of measured = predicted)", fontsize=9)
-    ax.legend(fontsize=7)
-    return fig
-
-
-def _quadrants(plt, runs):
-    parts = {
-        label: {n: partition_parts(t, k) for n, k in PARTITIONS.items()}
-        for label, t in runs.items()
-    }
-    parts = {label: p for label, p in parts.items() if any(len(s) for s, _ in p.values())}
-    if not parts:
-        return None
-    fig, axes = _panels(plt, len(parts), len(PARTITIONS))
-    for row, (label, by_partition) in zip(axes, parts.items(), strict=True):
-        for ax, (name, (steps, groups)) in zip(row, by_partition.items(), strict=True):
-            total = np.nansum([np.abs(v) for v in groups.values()], axis=0)
-            for key, values in groups.items():
-                share = np.where(total > 0, values / np.where(total > 0, total, 1), np.nan)
-                keep = np.isfinite(share)
-                ax.plot(steps[keep], smooth(share[keep]), lw=1.2, label=key.rsplit("/", 1)[1])
-            ax.axhline(0, color="k", lw=0.5)
-            ax.set_xlabel("step")
-            ax.set_title(f"{label}: {name}, g / sum|g'| of dH/pred", fontsize=9)
-            if groups:
-                ax.legend(fontsize=7)
-    return fig
-
-
-def _position_bins(table) -> list[str]:
-    keys = [
-        k for k in table if k.startswith(POSITION_PREFIX) and k[len(POSITION_PREFIX) :].isdigit()
-    ]
-    return sorted(keys, key=lambda k: int(k[len(POSITION_PREFIX) :]))
-
-
-def _entropy_position(plt, runs):
-    profiles = {}
-    for label, table in runs.items():
-        keys = _position_bins(table)
-        if not keys:
-            continue
-        values = np.stack([table[k] for k in keys], axis=1)
-        logged = np.isfinite(values).any(axis=1)
-        if logged.any():
-            profiles[label] = (table["step"][logged], values[logged])
-    if not profiles:
-        return None
-    fig, axes = _panels(plt, 1, len(profiles))
-    for ax, (label, (steps, values)) in zip(axes[0], profiles.items(), strict=True):
-        picks = np.unique(np.linspace(0, len(steps) - 1, POSITION_STEPS).round().astype(int))
-        colours = plt.cm.viridis(np.linspace(0, 1, len(picks)))
-        bins = values.shape[1]
-        centres = (np.arange(bins) + 0.5) / bins
-        for i, colour in zip(picks, colours, strict=True):
-            ax.plot(centres, values[i], "o-", ms=3, color=colour, label=f"step {int(steps[i])}")
-        ax.set_xlabel("position in response (fraction, bin centre)")
-        ax.set_ylabel("mean token entropy")
-        ax.set_title(label, fontsize=9)
-        ax.legend(fontsize=7)
-    return fig
-
-
-def _entropy_law(plt, runs):
-    import jax.numpy as jnp
-
-    from entropix.dynamics import live_ceiling
-
-    laws = {label: (paired(t, "entropy", "reward"), law_summary(t)) for label, t in runs.items()}
-    laws = {label: law for label, law in laws.items() if law[1]}
-    if not laws:
-        return None
-    fig, axes = _panels(plt, len(laws), 2)
-    for (left, right), (label, ((steps, h, r), fit)) in zip(axes, laws.items(), strict=True):
-        dots = left.scatter(h, r, c=steps, s=8, cmap="viridis")
-        fig.colorbar(dots, ax=left, label="step")
-        grid = np.linspace(h.min(), h.max(), 100)
-        text = f"R = -{fit['law/a']:.3g} exp(H) + {fit['law/b']:.3g}, R²={fit['law/r2']:.2f}"
-        left.plot(grid, -fit["law/a"] * np.exp(grid) + fit["law/b"], "k-", lw=1, label=text)
-        left.set_xlabel("entropy H")
-        left.set_ylabel("reward R")
-        left.set_title(label, fontsize=9)
-        left.legend(fontsize=7)
-        live = [np.asarray(v, np.float64) for v in live_ceiling(jnp.asarray(h), jnp.asarray(r))]
-        ceiling, lower, upper = (np.where(np.isfinite(v), v, np.nan) for v in live)
-        right.plot(steps, ceiling, lw=1.2, label="ceiling b - a, first k steps")
-        right.fill_between(steps, lower, upper, alpha=0.25, label="95% interval")
-        right.plot(steps, r, color="0.6", lw=0.6, label="reward")
-        if np.isfinite(lower).any():  # early intervals are wide: show the bulk
-            lo = min(np.nanpercentile(lower, 10), r.min())
-            hi = max(np.nanpercentile(upper, 90), r.max())
-            right.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-        right.set_xlabel("step")
-        right.set_title(f"{label}: live fit of the ceiling", fontsize=9)
-        right.legend(fontsize=7)
-    return fig
-
-
-FIGURES = {
-    "curves.png": _curves,
-    "entropy_change.png": _entropy_change,
-    "quadrants.png": _quadrants,
-    "entropy_position.png": _entropy_position,
-    "entropy_law.png": _entropy_law,
-}
-
-
-def plot_run(run_dir) -> list[Path]:
-    """Write the PNGs for ``run_dir`` (those whose metrics were logged); returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = {label: metrics_table(path) for label, path in find_runs(run_dir).items()}
-    out = Path(run_dir) / "plots"
-    out.mkdir(exist_ok=True)
-    written = []
-    for name, draw in FIGURES.items():
-        fig = draw(plt, runs)
-        if fig is not None:
-            fig.tight_layout()
-            fig.savefig(out / name, dpi=80)
-            plt.close(fig)
-            written.append(out / name)
-    return written
-
-
-def run(args) -> int:
+    Returns:
+        The exit code: 0.
+    """
     for path in plot_run(args.run_dir):
         print(path)
     return 0

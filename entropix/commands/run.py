@@ -7,45 +7,43 @@ holds the resolved config, metrics.jsonl, TensorBoard events, checkpoints, plots
 ``summary.json``. Running again into an existing run dir resumes from its checkpoints.
 """
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
-from entropix import config as cfg
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments to ``parser``.
 
-def add_arguments(parser):
+    They are the config path, dotted overrides, ``--run-dir`` and ``--no-plot``.
+
+    Args:
+        parser: the sub-command's parser (``entropix.cli.main`` builds it).
+    """
     parser.add_argument("config", help="experiment YAML, e.g. configs/grpo_addition_tiny.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides (YAML scalars)")
     parser.add_argument("--run-dir", default=None, help="run directory (default runs/<name>)")
     parser.add_argument("--no-plot", action="store_true", help="skip writing plots at the end")
 
 
-def prepare(config_path, overrides=(), run_dir=None):
-    """Resolve the config and its run dir, save ``config.yaml``; returns (module, config, dir)."""
+def run(args: argparse.Namespace) -> int:
+    """Resolve the config, run the experiment, write ``summary.json`` (and plots) into the run
+    directory and print the summary as one JSON line.
+
+    Args:
+        args: the parsed ``entropix run`` arguments (``config``, ``overrides``, ``run_dir``:
+            None for ``runs/<name>``, ``no_plot``).
+
+    Returns:
+        The exit code: 0.
+    """
     import experiments
 
-    overrides = list(overrides) + ([f"run_dir={run_dir}"] if run_dir else [])
-    config = cfg.load(config_path, overrides, experiments.schemas())
-    directory = cfg.resolve_run_dir(config)
-    previous = directory / cfg.CONFIG_FILENAME
-    if previous.is_file():
-        changed = cfg.diff(cfg.read_yaml(previous), cfg.to_dict(config))
-        if changed:
-            print(
-                f"note: resuming {directory} with changed keys: {', '.join(changed)}",
-                file=sys.stderr,
-            )
-    cfg.save(config, directory)
-    return experiments.module(config.experiment), config, directory
-
-
-def run(args) -> int:
-    module, config, directory = prepare(args.config, args.overrides, args.run_dir)
+    module, config, directory = experiments.prepare(args.config, args.overrides, args.run_dir)
     summary = module.run(config, directory)
     (Path(directory) / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     if not args.no_plot:
-        from entropix.commands.plot import plot_run
+        from entropix.plots import plot_run
 
         plot_run(directory)
     print(json.dumps({"run_dir": str(directory), **summary}, default=float))

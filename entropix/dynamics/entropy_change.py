@@ -21,6 +21,7 @@ known only for the token taken, the expectation over a~pi is replaced by the bat
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import masked_mean
 from entropix.validation import check_floating, check_mask, check_min_rank, check_rank
@@ -36,8 +37,16 @@ def _check_pair(logits, other, name):
         )
 
 
-def softmax_covariance(logits, values):
-    """Cov_{a~softmax(logits)}( log pi(a), values(a) ) over the last axis, in float32."""
+def softmax_covariance(logits: ArrayLike, values: ArrayLike) -> jax.Array:
+    """Cov_{a~softmax(logits)}( log pi(a), values(a) ) over the last axis, in float32.
+
+    Args:
+        logits: floating [..., A] logits of pi (A actions).
+        values: [..., A] a value per action (the shape of ``logits``).
+
+    Returns:
+        float32 [...] covariances, one per state.
+    """
     logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
     p = jnp.exp(logp)
     values = jnp.asarray(values, jnp.float32)
@@ -46,14 +55,38 @@ def softmax_covariance(logits, values):
     return jnp.sum(p * (logp - mean_logp) * (values - mean_values), axis=-1)
 
 
-def predicted_entropy_change(logits, logit_update):
-    """First-order dH for z -> z + dz: -Cov_{a~pi}(log pi(a), dz(a)) per state ``[...]``."""
+def predicted_entropy_change(logits: ArrayLike, logit_update: ArrayLike) -> jax.Array:
+    """First-order dH for z -> z + dz: -Cov_{a~pi}(log pi(a), dz(a)) per state ``[...]``.
+
+    Formula and paper: the module docstring (Lemma 1 of Cui et al. 2025).
+
+    Args:
+        logits: floating [..., A] logits z of pi = softmax(z).
+        logit_update: floating [..., A] the step dz (the shape of ``logits``).
+
+    Returns:
+        float32 [...] predicted entropy changes in nats.
+    """
     _check_pair(logits, logit_update, "logit_update")
     return -softmax_covariance(logits, logit_update)
 
 
-def pg_logit_update(logits, rewards, lr, natural: bool = False):
-    """The tabular softmax PG step on J = E_pi r: eta*pi*A (vanilla) or eta*A (natural)."""
+def pg_logit_update(
+    logits: ArrayLike, rewards: ArrayLike, lr: float | jax.Array, natural: bool = False
+) -> jax.Array:
+    """The tabular softmax PG step on J = E_pi r: eta*pi*A (vanilla) or eta*A (natural).
+
+    Formula: A(a) = r(a) - E_{a~pi} r; dz = eta pi A (vanilla) or eta A (natural).
+
+    Args:
+        logits: floating [..., A] logits of pi.
+        rewards: floating [..., A] reward of each action (the shape of ``logits``).
+        lr: eta, the step size.
+        natural: the natural-gradient step instead of the vanilla one; default False.
+
+    Returns:
+        float32 [..., A] logit update dz.
+    """
     _check_pair(logits, rewards, "rewards")
     # exp(log_softmax), as in softmax_covariance: within one jit XLA computes it once for both
     p = jnp.exp(jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1))
@@ -62,15 +95,38 @@ def pg_logit_update(logits, rewards, lr, natural: bool = False):
     return lr * advantage if natural else lr * p * advantage
 
 
-def predicted_entropy_change_pg(logits, rewards, lr, natural: bool = False):
-    """-eta Cov(log pi, pi A) (vanilla PG) or -eta Cov(log pi, A) (natural PG) per state."""
+def predicted_entropy_change_pg(
+    logits: ArrayLike, rewards: ArrayLike, lr: float | jax.Array, natural: bool = False
+) -> jax.Array:
+    """-eta Cov(log pi, pi A) (vanilla PG) or -eta Cov(log pi, A) (natural PG) per state.
+
+    Paper: Proposition 1 and Theorem 1 of Cui et al. 2025 (module docstring).
+
+    Args:
+        logits: floating [..., A] logits of pi.
+        rewards: floating [..., A] reward of each action.
+        lr: eta, the step size.
+        natural: the natural-gradient step instead of the vanilla one; default False.
+
+    Returns:
+        float32 [...] predicted entropy changes in nats.
+    """
     return predicted_entropy_change(logits, pg_logit_update(logits, rewards, lr, natural))
 
 
-def token_covariance(logp, advantages, mask):
+def token_covariance(logp: ArrayLike, advantages: ArrayLike, mask: ArrayLike) -> jax.Array:
     """Per-token centred product (log pi(y_t) - mean log pi) * (A_t - mean A), 0 off the mask.
 
-    ``logp``, ``advantages`` and ``mask`` are ``[B, T]``; means are over the valid tokens.
+    Means are over the valid tokens.
+
+    Args:
+        logp: floating [batch, time] log pi(y_t) of the sampled tokens.
+        advantages: [batch, time] per-token advantages, or anything broadcastable to it
+            (e.g. [batch, 1] per response).
+        mask: float or bool [batch, time], 1/True = valid token.
+
+    Returns:
+        float32 [batch, time] the per-token covariance terms Cov_t (0 off the mask).
     """
     check_floating(logp, "logp")
     check_rank(logp, "logp", 2)
@@ -82,6 +138,18 @@ def token_covariance(logp, advantages, mask):
     return jnp.where(mask, centred_logp * centred_adv, 0.0)
 
 
-def batch_predicted_entropy_change(logp, advantages, mask, lr=1.0):
-    """Batch estimate dH ~= -eta * mean_t Cov_t over the valid tokens (natural-PG form)."""
+def batch_predicted_entropy_change(
+    logp: ArrayLike, advantages: ArrayLike, mask: ArrayLike, lr: float | jax.Array = 1.0
+) -> jax.Array:
+    """Batch estimate dH ~= -eta * mean_t Cov_t over the valid tokens (natural-PG form).
+
+    Args:
+        logp: floating [batch, time] log pi(y_t) of the sampled tokens.
+        advantages: [batch, time] per-token advantages, or broadcastable to it.
+        mask: float or bool [batch, time], 1/True = valid token.
+        lr: eta, the step size; default 1.0.
+
+    Returns:
+        float32 scalar predicted entropy change in nats.
+    """
     return -lr * masked_mean(token_covariance(logp, advantages, mask), mask)

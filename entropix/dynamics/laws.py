@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.validation import check_floating, check_positive, check_rank
 
@@ -72,8 +73,20 @@ def _law_points(entropy, reward, min_points: int = 0):
     return jnp.exp(h), r
 
 
-def fit_entropy_performance(entropy, reward) -> EntropyPerformanceFit:
-    """Least squares of reward on exp(entropy): slope -a, intercept b; ceiling = b - a."""
+def fit_entropy_performance(entropy: ArrayLike, reward: ArrayLike) -> EntropyPerformanceFit:
+    """Least squares of reward on exp(entropy): slope -a, intercept b; ceiling = b - a.
+
+    Formula: R = -a exp(H) + b. Paper: "The Entropy Mechanism of Reinforcement Learning for
+    Reasoning Language Models" (Cui et al. 2025).
+
+    Args:
+        entropy: floating [steps] logged entropies H.
+        reward: floating [steps] the rewards R logged at the same steps.
+
+    Returns:
+        :class:`EntropyPerformanceFit` of float32 scalars ``a``, ``b``, ``ceiling`` (= b - a)
+        and ``r2`` (1 when the rewards are constant).
+    """
     x, r = _law_points(entropy, reward)
     line = _least_squares(x, r, jnp.ones_like(x))
     fitted, total = line.total > 0, jnp.where(line.total > 0, line.total, 1.0)
@@ -99,7 +112,7 @@ def _ceiling(line: _Line, z) -> CeilingInterval:
     return CeilingInterval(ceiling, ceiling - half, ceiling + half)
 
 
-def ceiling_interval(entropy, reward, z: float = 1.96) -> CeilingInterval:
+def ceiling_interval(entropy: ArrayLike, reward: ArrayLike, z: float = 1.96) -> CeilingInterval:
     """The ceiling b - a of R = -a exp(H) + b with a normal-approximation interval.
 
     With x = exp(H) the fit is the line R = m x + b (m = -a), and the ceiling is its value at
@@ -112,16 +125,32 @@ def ceiling_interval(entropy, reward, z: float = 1.96) -> CeilingInterval:
     slope); zero width when the points lie on a line. "The Entropy Mechanism of Reinforcement
     Learning for Reasoning Language Models" (Cui et al. 2025) fits the law on (entropy,
     validation reward) pairs and reads the ceiling at H = 0. Needs n >= 3 points.
+
+    Args:
+        entropy: floating [steps] logged entropies H (>= 3 points).
+        reward: floating [steps] the rewards R logged at the same steps.
+        z: the interval's half-width in standard errors; default 1.96 (95%).
+
+    Returns:
+        :class:`CeilingInterval` of float32 scalars ``ceiling``, ``lower`` and ``upper``.
     """
     x, r = _law_points(entropy, reward, min_points=3)
     return _ceiling(_least_squares(x, r, jnp.ones_like(x)), z)
 
 
-def live_ceiling(entropy, reward, z: float = 1.96) -> CeilingInterval:
+def live_ceiling(entropy: ArrayLike, reward: ArrayLike, z: float = 1.96) -> CeilingInterval:
     """``ceiling_interval`` of the first k points, for k = 1..n: arrays [n], NaN for k < 3.
 
     Element k - 1 is what the fit predicted when the run had logged k (entropy, reward) pairs,
     so the curve shows how the predicted ceiling settles as training goes on.
+
+    Args:
+        entropy: floating [steps] logged entropies H (>= 3 points).
+        reward: floating [steps] the rewards R logged at the same steps.
+        z: the interval's half-width in standard errors; default 1.96 (95%).
+
+    Returns:
+        :class:`CeilingInterval` of float32 [steps] arrays, NaN in the first two elements.
     """
     x, r = _law_points(entropy, reward, min_points=3)
     index = jnp.arange(x.shape[0])
@@ -133,8 +162,17 @@ def live_ceiling(entropy, reward, z: float = 1.96) -> CeilingInterval:
     return CeilingInterval(*(jnp.where(index >= 2, v, jnp.nan) for v in live))
 
 
-def local_slope(values, window: int = 5):
-    """Least-squares slope of ``values`` over a centred window of 2*window+1 (edges padded)."""
+def local_slope(values: ArrayLike, window: int = 5) -> jax.Array:
+    """Least-squares slope of ``values`` over a centred window of 2*window+1 (edges padded).
+
+    Args:
+        values: floating [steps] a logged curve.
+        window: half-width of the window in steps, > 0 (static); default 5.
+
+    Returns:
+        float32 [steps] slopes, in units of ``values`` per step (edge values repeated past the
+        ends).
+    """
     v = _curve(values, "values")
     check_positive(window, "window")
     offsets = jnp.arange(-window, window + 1, dtype=jnp.float32)
@@ -143,11 +181,19 @@ def local_slope(values, window: int = 5):
     return jnp.convolve(padded, kernel[::-1], mode="valid")
 
 
-def detect_stages(values, window: int = 5, tol: float = 0.25):
+def detect_stages(values: ArrayLike, window: int = 5, tol: float = 0.25) -> jax.Array:
     """+1 rising / 0 plateau / -1 falling per step.
 
-    rel_slope_t = local_slope_t * (N - 1) / (max v - min v); rising if rel_slope > tol, falling
-    if < -tol (a straight ramp has rel_slope 1).
+    Formula: rel_slope_t = local_slope_t * (N - 1) / (max v - min v); rising if rel_slope > tol,
+    falling if < -tol (a straight ramp has rel_slope 1).
+
+    Args:
+        values: floating [steps] a logged curve (N steps).
+        window: half-width of the slope window in steps, > 0; default 5.
+        tol: relative-slope threshold; default 0.25 (our choice).
+
+    Returns:
+        int32 [steps] stages in {-1, 0, +1}.
     """
     v = _curve(values, "values")
     span = v.max() - v.min()
@@ -155,8 +201,17 @@ def detect_stages(values, window: int = 5, tol: float = 0.25):
     return jnp.where(rel > tol, 1, jnp.where(rel < -tol, -1, 0)).astype(jnp.int32)
 
 
-def plateau_start(values, window: int = 5, tol: float = 0.25):
-    """The first step from which every step is a plateau (stage 0); -1 if the curve ends moving."""
+def plateau_start(values: ArrayLike, window: int = 5, tol: float = 0.25) -> jax.Array:
+    """The first step from which every step is a plateau (stage 0); -1 if the curve ends moving.
+
+    Args:
+        values: floating [steps] a logged curve.
+        window: half-width of the slope window in steps (:func:`detect_stages`); default 5.
+        tol: relative-slope threshold (:func:`detect_stages`); default 0.25.
+
+    Returns:
+        int32 scalar step index, or -1.
+    """
     flat = detect_stages(values, window, tol) == 0
     return _first_of_final_run(flat)
 
@@ -167,10 +222,18 @@ def _first_of_final_run(flags):
     return jnp.where(stays[-1], jnp.argmax(stays), -1).astype(jnp.int32)
 
 
-def collapse_step(entropy, fraction: float = 0.25, initial_window: int = 1):
+def collapse_step(entropy: ArrayLike, fraction: float = 0.25, initial_window: int = 1) -> jax.Array:
     """First step t with H_s < fraction * H_0 for all s >= t; -1 if entropy never collapses.
 
     H_0 is the mean of the first ``initial_window`` values (to smooth a noisy start).
+
+    Args:
+        entropy: floating [steps] logged entropies.
+        fraction: the collapse threshold as a fraction of H_0; default 0.25 (our choice).
+        initial_window: how many first values H_0 averages, > 0; default 1.
+
+    Returns:
+        int32 scalar step index, or -1.
     """
     h = _curve(entropy, "entropy")
     check_positive(initial_window, "initial_window")

@@ -36,7 +36,9 @@ the advantages.
   (bin i holds positions t with floor(t * bins / N) = i; NaN for a bin without valid tokens).
 """
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.dynamics.entropy_change import batch_predicted_entropy_change, token_covariance
 from entropix.entropy import masked_mean
@@ -55,8 +57,28 @@ def _quantiles(values, mask, qs):
     return jnp.nanquantile(jnp.where(mask, values, jnp.nan), jnp.asarray(qs, jnp.float32))
 
 
-def token_groups(advantages, token_prob, entropy, mask, prob_threshold=0.5, forking_quantile=0.8):
-    """Bool ``[B, N]`` masks of the quadrant and forking groups (each partition covers ``mask``)."""
+def token_groups(
+    advantages: jax.Array,
+    token_prob: jax.Array,
+    entropy: jax.Array,
+    mask: jax.Array,
+    prob_threshold: float = 0.5,
+    forking_quantile: float = 0.8,
+) -> dict[str, jax.Array]:
+    """Bool ``[B, N]`` masks of the quadrant and forking groups (each partition covers ``mask``).
+
+    Args:
+        advantages: floating [batch, time] per-token advantages A_t.
+        token_prob: floating [batch, time] pi(y_t) of the sampled tokens.
+        entropy: floating [batch, time] token entropies (the forking split's key).
+        mask: float [batch, time], > 0 = valid token.
+        prob_threshold: a token is ``high`` when pi(y_t) >= this; default 0.5.
+        forking_quantile: tokens with entropy at or above this quantile of the valid tokens'
+            are ``forking``; default 0.8 (the top 20% of "Beyond the 80/20 Rule").
+
+    Returns:
+        dict of bool [batch, time] masks keyed by :data:`QUADRANTS` and :data:`FORKING`.
+    """
     valid = mask > 0
     high = token_prob >= prob_threshold
     groups = {
@@ -71,8 +93,19 @@ def token_groups(advantages, token_prob, entropy, mask, prob_threshold=0.5, fork
     return groups
 
 
-def position_means(entropy, mask, bins: int):
-    """Mean entropy ``[bins]`` over equal bins of response position (NaN for an empty bin)."""
+def position_means(entropy: jax.Array, mask: jax.Array, bins: int) -> jax.Array:
+    """Mean entropy ``[bins]`` over equal bins of response position (NaN for an empty bin).
+
+    Bin i holds the positions t with floor(t * bins / N) = i.
+
+    Args:
+        entropy: floating [batch, time] token entropies (N = time).
+        mask: float [batch, time] token weights (1 = valid).
+        bins: number of bins (capped at N; static).
+
+    Returns:
+        float32 [min(bins, N)] mean entropies, NaN where a bin has no valid token.
+    """
     n = entropy.shape[1]
     bins = min(bins, n)
     which = (jnp.arange(n) * bins) // n  # [N]: the bin of each position
@@ -83,22 +116,41 @@ def position_means(entropy, mask, bins: int):
 
 
 def dynamics_metrics(
-    h0,
-    h1,
-    dh,
-    law,
-    logp,
-    dz_sampled,
-    advantages,
-    mask,
+    h0: jax.Array,
+    h1: jax.Array,
+    dh: jax.Array,
+    law: jax.Array,
+    logp: jax.Array,
+    dz_sampled: jax.Array,
+    advantages: ArrayLike,
+    mask: ArrayLike,
     *,
     prob_threshold: float = 0.5,
     forking_quantile: float = 0.8,
     forking_entropy: float = 0.672,
     position_bins: int = 8,
-) -> dict:
+) -> dict[str, jax.Array]:
     """The measured and predicted entropy change, its token-group parts and the entropy
-    telemetry of one update (see the module docstring). ``advantages`` may be ``[B]``."""
+    telemetry of one update (see the module docstring for every formula and paper).
+
+    Args:
+        h0: floating [batch, time] token entropies before the update.
+        h1: floating [batch, time] token entropies after it.
+        dh: floating [batch, time] first-order change of each token's entropy along the update.
+        law: floating [batch, time] -Cov_{a~pi}(log pi(a), dz(a)) of each token.
+        logp: floating [batch, time] log pi(y_t) of the sampled tokens.
+        dz_sampled: floating [batch, time] first-order change of the sampled token's logit.
+        advantages: floating [batch, time] per-token or [batch] per-response advantages.
+        mask: float or bool [batch, time], 1/True = valid token.
+        prob_threshold: quadrant split on pi(y_t) (:func:`token_groups`); default 0.5.
+        forking_quantile: forking split quantile (:func:`token_groups`); default 0.8.
+        forking_entropy: entropy in nats above which a token counts in
+            ``entropy/forking_fraction``; default 0.672 (the 80/20 paper's 80th percentile).
+        position_bins: number of ``entropy/position/<i>`` bins; default 8.
+
+    Returns:
+        dict of float32 scalars keyed by the metric names of the module docstring.
+    """
     mask = jnp.asarray(mask, jnp.float32)
     advantages = jnp.asarray(advantages, jnp.float32)
     if advantages.ndim == 1:

@@ -13,32 +13,56 @@ heads at different positions compare on [0, 1] (a query with a single key gets 0
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy.distribution import entropy_from_probs
 from entropix.validation import check_floating, check_rank
 
 
-def causal_mask(num_queries: int, num_keys: int | None = None):
-    """Boolean [Tq, Tk] mask, True where query i may attend key j (j <= i + Tk - Tq)."""
+def causal_mask(num_queries: int, num_keys: int | None = None) -> jax.Array:
+    """Boolean [Tq, Tk] mask, True where query i may attend key j (j <= i + Tk - Tq).
+
+    Args:
+        num_queries: Tq, the number of queries (the last Tq positions of the keys).
+        num_keys: Tk, the number of keys; default Tq.
+
+    Returns:
+        bool [Tq, Tk] mask, True = may attend.
+    """
     num_keys = num_queries if num_keys is None else num_keys
     offset = num_keys - num_queries
     return jnp.arange(num_keys)[None, :] <= jnp.arange(num_queries)[:, None] + offset
 
 
 def attention_entropy(
-    probs_or_scores,
-    mask=None,
+    probs_or_scores: ArrayLike,
+    mask: ArrayLike | None = None,
     *,
     from_scores: bool = False,
     causal: bool = False,
     normalized: bool = False,
-):
+) -> jax.Array:
     """Per-head attention entropy [B, H, Tq] from probabilities or raw scores [B, H, Tq, Tk].
 
-    ``mask`` (bool, broadcastable to [B, H, Tq, Tk], True = may attend) and ``causal`` restrict
-    the keys. With ``from_scores=True`` the input is pre-softmax scores (q.k / sqrt(d)); masked
-    scores are excluded before the softmax. With probabilities, masked entries are ignored (they
-    should already be 0). Rows with no allowed key have entropy 0.
+    Formula: H[b, h, q] = -sum_k A[b, h, q, k] log A[b, h, q, k]. Paper: "Stabilizing
+    Transformer Training by Preventing Attention Entropy Collapse" (Zhai et al. 2023).
+
+    ``mask`` and ``causal`` restrict the keys. With ``from_scores=True`` masked scores are
+    excluded before the softmax; with probabilities, masked entries are ignored (they should
+    already be 0). Rows with no allowed key have entropy 0.
+
+    Args:
+        probs_or_scores: floating [B, H, Tq, Tk] attention probabilities (rows summing to 1
+            over the allowed keys) or, with ``from_scores``, pre-softmax scores q.k / sqrt(d).
+        mask: bool, broadcastable to [B, H, Tq, Tk], True = may attend; default all keys.
+        from_scores: the input is scores, softmaxed here over the allowed keys; default False.
+        causal: also restrict query i to keys j <= i + Tk - Tq (:func:`causal_mask`);
+            default False.
+        normalized: divide by log(number of allowed keys), giving [0, 1] (0 for a single
+            key); default False.
+
+    Returns:
+        float32 [B, H, Tq] entropies in nats (or normalised).
     """
     check_floating(probs_or_scores, "probs_or_scores")
     check_rank(probs_or_scores, "probs_or_scores", 4)

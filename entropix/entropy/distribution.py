@@ -25,6 +25,7 @@ with d = q - 1 (resp. a - 1); both tend to H(p) smoothly and are exact at d = 0.
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.validation import check_floating, check_min_rank
 
@@ -38,8 +39,16 @@ def _scaled(logits, temperature):
     return jnp.asarray(logits, jnp.float32) / temperature
 
 
-def log_softmax(logits, temperature=1.0):
-    """log softmax(logits / temperature) over the last axis, in float32."""
+def log_softmax(logits: ArrayLike, temperature: float | jax.Array = 1.0) -> jax.Array:
+    """log softmax(logits / temperature) over the last axis, in float32.
+
+    Args:
+        logits: floating [..., V] scores (any float dtype; -inf marks an excluded class).
+        temperature: divides the logits before the softmax; default 1.0.
+
+    Returns:
+        float32 [..., V] log-probabilities (-inf where the logit is -inf).
+    """
     return jax.nn.log_softmax(_scaled(logits, temperature), axis=-1)
 
 
@@ -51,19 +60,34 @@ def _p_and_logp(logits, temperature):
     return p, jnp.where(p > 0, logp, 0.0)
 
 
-def entropy_from_probs(probs, axis=-1):
-    """Shannon entropy -sum p log p of probability vectors (0 log 0 = 0), float32."""
+def entropy_from_probs(probs: ArrayLike, axis: int = -1) -> jax.Array:
+    """Shannon entropy -sum p log p of probability vectors (0 log 0 = 0), float32.
+
+    Args:
+        probs: floating probabilities, each vector along ``axis`` summing to 1 (not checked).
+        axis: the class axis; default the last.
+
+    Returns:
+        float32 entropies in nats, the shape of ``probs`` without ``axis``.
+    """
     check_floating(probs, "probs")
     p = jnp.asarray(probs, jnp.float32)
     safe = jnp.where(p > 0, p, 1.0)
     return -jnp.sum(jnp.where(p > 0, p * jnp.log(safe), 0.0), axis=axis)
 
 
-def shannon_entropy(logits, temperature=1.0):
+def shannon_entropy(logits: ArrayLike, temperature: float | jax.Array = 1.0) -> jax.Array:
     """Shannon entropy H = -sum p log p of softmax(logits / T) over the last axis (nats).
 
     Derivative in u = logits / T (a custom JVP, one pass in forward or reverse mode):
     dH = -sum_i p_i (log p_i + H) du_i; classes with p_i = 0 (-inf logits) contribute 0.
+
+    Args:
+        logits: floating [..., V] scores (e.g. [batch, time, vocab]); -inf excludes a class.
+        temperature: T, divides the logits; default 1.0.
+
+    Returns:
+        float32 [...] entropies in nats, in [0, log V].
     """
     return _shannon(_scaled(logits, temperature))
 
@@ -86,18 +110,35 @@ def _shannon_jvp(primals, tangents):
     return entropy, entropy_tangent(p, logp, entropy, du)
 
 
-def entropy_tangent(p, logp, entropy, du):
+def entropy_tangent(p: jax.Array, logp: jax.Array, entropy: jax.Array, du: jax.Array) -> jax.Array:
     """dH = -sum_i p_i (log p_i + H) du_i: the tangent of the entropy H of p = softmax(u).
 
     Classes with p_i = 0 contribute 0 whatever du_i is (a -inf logit's tangent may be inf or
     NaN). Shared by the custom JVPs of :func:`shannon_entropy` and of the top-p entropy.
+
+    Args:
+        p: float32 [..., V] probabilities.
+        logp: float32 [..., V] their logs (any finite value where p = 0).
+        entropy: float32 [...] the entropy H of ``p``.
+        du: [..., V] tangent of the logits u.
+
+    Returns:
+        float32 [...] the entropy's tangent dH.
     """
     slope = p * (logp + entropy[..., None])
     return -jnp.sum(jnp.where(p > 0, slope * du, 0.0), axis=-1)
 
 
-def varentropy(logits, temperature=1.0):
-    """Varentropy sum p (log p + H)^2: the variance of the surprisal -log p under p."""
+def varentropy(logits: ArrayLike, temperature: float | jax.Array = 1.0) -> jax.Array:
+    """Varentropy sum p (log p + H)^2: the variance of the surprisal -log p under p.
+
+    Args:
+        logits: floating [..., V] scores; -inf excludes a class.
+        temperature: divides the logits before the softmax; default 1.0.
+
+    Returns:
+        float32 [...] varentropies in nats^2 (>= 0).
+    """
     p, logp = _p_and_logp(logits, temperature)
     h = -jnp.sum(p * logp, axis=-1, keepdims=True)
     return jnp.sum(p * (logp + h) ** 2, axis=-1)
@@ -125,11 +166,22 @@ def _moment_expm1(p, logp, d):
     return jnp.sum(p * logp * _exprel(d * logp), axis=-1)
 
 
-def tsallis_entropy(logits, q, temperature=1.0):
+def tsallis_entropy(
+    logits: ArrayLike, q: float | jax.Array, temperature: float | jax.Array = 1.0
+) -> jax.Array:
     """Tsallis entropy S_q = (1 - sum p^q) / (q - 1) of softmax(logits / T); q > 0.
 
     Stable form -expm1(LSE(q log p)) / (q - 1) away from q = 1 and a cancellation-free series
     form near it (see the module docstring). ``q`` may be a Python float or a traced scalar.
+
+    Args:
+        logits: floating [..., V] scores; -inf excludes a class.
+        q: the entropic index, > 0 (a Python number <= 0 raises ValueError); q -> 1 gives
+            Shannon.
+        temperature: divides the logits before the softmax; default 1.0.
+
+    Returns:
+        float32 [...] Tsallis entropies.
     """
     if isinstance(q, int | float) and q <= 0:
         raise ValueError(f"Tsallis index q must be > 0; got {q}")
@@ -143,11 +195,22 @@ def tsallis_entropy(logits, q, temperature=1.0):
     return jnp.where(near, -_moment_expm1(p, logp, jnp.where(near, d, 0.0)), far)
 
 
-def renyi_entropy(logits, alpha, temperature=1.0):
+def renyi_entropy(
+    logits: ArrayLike, alpha: float | jax.Array, temperature: float | jax.Array = 1.0
+) -> jax.Array:
     """Renyi entropy H_a = LSE(a log p) / (1 - a) of softmax(logits / T); a >= 0, a = inf allowed.
 
     a = 0 gives log |support|, a -> 1 gives Shannon, a = inf gives -log max p (pass
     ``float('inf')``). Non-increasing in a.
+
+    Args:
+        logits: floating [..., V] scores; -inf excludes a class.
+        alpha: the order a >= 0 (a Python number < 0 raises ValueError), a Python float or a
+            traced scalar; ``float('inf')`` (Python only) gives the min-entropy.
+        temperature: divides the logits before the softmax; default 1.0.
+
+    Returns:
+        float32 [...] Renyi entropies in nats.
     """
     if isinstance(alpha, int | float):
         if alpha < 0:

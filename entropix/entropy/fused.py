@@ -25,6 +25,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy.distribution import log_softmax
 from entropix.validation import check_floating, check_positive, check_rank, check_shape
@@ -43,8 +44,20 @@ def _validate(hidden, unembed, targets):
         raise TypeError(f"targets must be integer token ids; got dtype {jnp.result_type(targets)}")
 
 
-def naive_token_logprobs_and_entropy(hidden, unembed, targets, temperature: float = 1.0):
-    """Reference path: materialise logits [N, V] = hidden @ unembed / T, then log p(y) and H."""
+def naive_token_logprobs_and_entropy(
+    hidden: ArrayLike, unembed: ArrayLike, targets: ArrayLike, temperature: float = 1.0
+) -> tuple[jax.Array, jax.Array]:
+    """Reference path: materialise logits [N, V] = hidden @ unembed / T, then log p(y) and H.
+
+    Args:
+        hidden: floating [N, D] hidden states (N tokens).
+        unembed: floating [D, V] unembedding.
+        targets: integer [N] target token ids in [0, V).
+        temperature: T, divides the logits; default 1.0.
+
+    Returns:
+        ``(logp, entropy)``: float32 [N] log p(target) and float32 [N] entropies in nats.
+    """
     _validate(hidden, unembed, targets)
     logits = jnp.matmul(hidden, unembed, preferred_element_type=jnp.float32)
     logp_all = log_softmax(logits, temperature)
@@ -138,12 +151,28 @@ def _fused_bwd(chunk, temperature, residuals, cotangents):
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
-def token_logprobs_and_entropy(hidden, unembed, targets, chunk: int = 1024, temperature=1.0):
+def token_logprobs_and_entropy(
+    hidden: ArrayLike,
+    unembed: ArrayLike,
+    targets: ArrayLike,
+    chunk: int = 1024,
+    temperature: float = 1.0,
+) -> tuple[jax.Array, jax.Array]:
     """Per-token log p(target) [N] and entropy H [N] of softmax(hidden @ unembed / T), chunked.
 
-    hidden [N, D] (float), unembed [D, V] (float), targets [N] (int). ``chunk`` is the number of
-    vocabulary columns per block (memory ~ N * chunk floats); ``temperature`` is static.
     Differentiable w.r.t. hidden and unembed with a memory-light custom VJP (module docstring).
+
+    Args:
+        hidden: floating [N, D] hidden states (N tokens; flatten [batch, time] first).
+        unembed: floating [D, V] unembedding.
+        targets: integer [N] target token ids in [0, V).
+        chunk: vocabulary columns per block, > 0 (memory ~ N * chunk floats; capped at V);
+            default 1024.
+        temperature: T > 0, divides the logits; static (a Python number); default 1.0.
+
+    Returns:
+        ``(logp, entropy)``: float32 [N] log p(target) and float32 [N] entropies in nats,
+        equal to :func:`naive_token_logprobs_and_entropy`'s.
     """
     _validate(hidden, unembed, targets)
     check_positive(chunk, "chunk")

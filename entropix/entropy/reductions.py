@@ -18,7 +18,9 @@ Aggregation modes (x: values [B, T], m: mask [B, T], L = number of valid tokens)
 
 from typing import Literal
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.validation import check_choice, check_mask, check_rank
 
@@ -37,8 +39,19 @@ def _safe_div(num, den):
     return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
 
 
-def masked_sum(x, mask=None, axis=None):
-    """sum(x * mask) over ``axis`` in float32 (mask defaults to all ones)."""
+def masked_sum(
+    x: ArrayLike, mask: ArrayLike | None = None, axis: int | tuple[int, ...] | None = None
+) -> jax.Array:
+    """sum(x * mask) over ``axis`` in float32 (mask defaults to all ones).
+
+    Args:
+        x: values, e.g. [batch, time] per-token values (any numeric dtype).
+        mask: float or bool, the shape of ``x`` (1/True = valid); default all valid.
+        axis: axis or axes to reduce; default all.
+
+    Returns:
+        float32 sum, the shape of ``x`` without ``axis``.
+    """
     x = jnp.asarray(x, jnp.float32)
     if mask is None:
         return jnp.sum(x, axis=axis)
@@ -46,8 +59,19 @@ def masked_sum(x, mask=None, axis=None):
     return jnp.sum(x * mask.astype(jnp.float32), axis=axis)
 
 
-def masked_mean(x, mask=None, axis=None):
-    """sum(x * mask) / sum(mask) over ``axis`` in float32; 0 where nothing is valid."""
+def masked_mean(
+    x: ArrayLike, mask: ArrayLike | None = None, axis: int | tuple[int, ...] | None = None
+) -> jax.Array:
+    """sum(x * mask) / sum(mask) over ``axis`` in float32; 0 where nothing is valid.
+
+    Args:
+        x: values, e.g. [batch, time] per-token values.
+        mask: float or bool, the shape of ``x`` (weights; 1/True = valid); default all valid.
+        axis: axis or axes to reduce; default all.
+
+    Returns:
+        float32 mean, the shape of ``x`` without ``axis`` (0 where the mask sums to 0).
+    """
     x = jnp.asarray(x, jnp.float32)
     if mask is None:
         return jnp.mean(x, axis=axis)
@@ -56,18 +80,43 @@ def masked_mean(x, mask=None, axis=None):
     return _safe_div(jnp.sum(x * m, axis=axis), jnp.sum(m, axis=axis))
 
 
-def masked_var(x, mask=None, axis=None):
-    """Population variance of the valid entries: mean((x - mean x)^2) under the mask."""
+def masked_var(
+    x: ArrayLike, mask: ArrayLike | None = None, axis: int | tuple[int, ...] | None = None
+) -> jax.Array:
+    """Population variance of the valid entries: mean((x - mean x)^2) under the mask.
+
+    Args:
+        x: values, e.g. [batch, time] per-token values.
+        mask: float or bool, the shape of ``x`` (1/True = valid); default all valid.
+        axis: axis or axes to reduce; default all.
+
+    Returns:
+        float32 variance, the shape of ``x`` without ``axis`` (0 where nothing is valid).
+    """
     mean = masked_mean(x, mask, axis=axis)
     centred = jnp.asarray(x, jnp.float32) - (mean if axis is None else jnp.expand_dims(mean, axis))
     return masked_mean(centred**2, mask, axis=axis)
 
 
-def aggregate(values, mask, mode: AggregationMode = "token-mean", norm: float | None = None):
+def aggregate(
+    values: ArrayLike,
+    mask: ArrayLike,
+    mode: AggregationMode = "token-mean",
+    norm: float | None = None,
+) -> jax.Array:
     """Reduce per-token ``values [B, T]`` under ``mask [B, T]`` to a scalar by ``mode``.
 
-    See the module docstring for the four formulas. ``norm`` is only used by
-    ``seq-mean-token-sum-norm`` (default: T).
+    See the module docstring for the four formulas and their papers.
+
+    Args:
+        values: [batch, time] per-token values.
+        mask: float or bool [batch, time], 1/True = valid token.
+        mode: one of :data:`AGGREGATION_MODES`; default ``"token-mean"``.
+        norm: the constant divisor of ``seq-mean-token-sum-norm`` (unused by the other modes);
+            default T, the padded length.
+
+    Returns:
+        float32 scalar (0 when no token is valid).
     """
     check_choice(mode, "aggregate mode", AGGREGATION_MODES)
     check_rank(values, "values", 2)

@@ -24,7 +24,9 @@ Inputs are embeddings Z [N, D] (N samples). All eigen/singular-value work is flo
   Spectral Entropy", Liao et al. 2023 (defaults sigma = 10, t = 1).
 """
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy.distribution import entropy_from_probs
 from entropix.validation import check_floating, check_positive, check_rank
@@ -45,8 +47,21 @@ def _spectrum_entropy(weights, alpha):
     return jnp.log(jnp.sum(jnp.where(p > 0, safe**alpha, 0.0), axis=-1)) / (1.0 - alpha)
 
 
-def matrix_entropy(embeddings, alpha: float = 1.0, center: bool = False):
-    """Von Neumann (alpha=1) or matrix Renyi entropy of the unit-trace matrix Z^T Z / tr(Z^T Z)."""
+def matrix_entropy(embeddings: ArrayLike, alpha: float = 1.0, center: bool = False) -> jax.Array:
+    """Von Neumann (alpha=1) or matrix Renyi entropy of the unit-trace matrix Z^T Z / tr(Z^T Z).
+
+    Formula: S_1 = -sum_i l_i log l_i, S_a = log(sum_i l_i^a) / (1 - a), l = eigenvalues of
+    Z^T Z / tr(Z^T Z). Paper: "Measures of Entropy From Data Using Infinitely Divisible
+    Kernels" (Giraldo, Rao & Principe 2014).
+
+    Args:
+        embeddings: floating [N, D] embeddings Z (N samples).
+        alpha: the order a > 0; default 1.0 (von Neumann).
+        center: subtract the mean embedding first; default False.
+
+    Returns:
+        float32 scalar entropy in nats, in [0, log D].
+    """
     check_positive(alpha, "alpha")
     z = _embeddings(embeddings)
     if center:
@@ -55,24 +70,54 @@ def matrix_entropy(embeddings, alpha: float = 1.0, center: bool = False):
     return _spectrum_entropy(eig, alpha)
 
 
-def effective_rank(embeddings, eps: float = 0.0):
-    """Effective rank exp(H(p)), p_k = s_k / sum s + eps over the singular values s of Z."""
+def effective_rank(embeddings: ArrayLike, eps: float = 0.0) -> jax.Array:
+    """Effective rank exp(H(p)), p_k = s_k / sum s + eps over the singular values s of Z.
+
+    Paper: "The effective rank: a measure of effective dimensionality" (Roy & Vetterli 2007).
+
+    Args:
+        embeddings: floating [N, D] embeddings Z.
+        eps: added to each normalised singular value; default 0.0.
+
+    Returns:
+        float32 scalar effective rank, in [1, min(N, D)] for eps = 0.
+    """
     z = _embeddings(embeddings)
     s = jnp.linalg.svd(z, compute_uv=False)
     p = s / jnp.sum(s) + eps
     return jnp.exp(entropy_from_probs(p))
 
 
-def rankme(embeddings, eps: float = 1e-7):
-    """RankMe (Garrido et al. 2023): effective rank of embeddings with the paper's eps = 1e-7."""
+def rankme(embeddings: ArrayLike, eps: float = 1e-7) -> jax.Array:
+    """RankMe (Garrido et al. 2023): effective rank of embeddings with the paper's eps = 1e-7.
+
+    Args:
+        embeddings: floating [N, D] embeddings Z.
+        eps: added to each normalised singular value; default 1e-7 (the paper's).
+
+    Returns:
+        float32 scalar RankMe value (:func:`effective_rank` with ``eps``).
+    """
     return effective_rank(embeddings, eps=eps)
 
 
-def alpha_req(embeddings, num_eigenvalues: int | None = None, eps: float = 1e-12):
+def alpha_req(
+    embeddings: ArrayLike, num_eigenvalues: int | None = None, eps: float = 1e-12
+) -> tuple[jax.Array, jax.Array]:
     """Power-law decay exponent alpha of the covariance eigenspectrum and the fit's R^2.
 
     Fits log l_i = c - alpha log i over the top ``num_eigenvalues`` eigenvalues (default: all
-    with l_i > eps * l_1, at least 2). Returns ``(alpha, r2)``.
+    with l_i > eps * l_1, at least 2). Paper: "alpha-ReQ: Assessing Representation Quality in
+    Self-Supervised Learning by measuring Eigenspectrum Decay" (Agrawal et al. 2022).
+
+    Args:
+        embeddings: floating [N, D] embeddings Z, D >= 2 (centred here).
+        num_eigenvalues: how many of the largest covariance eigenvalues to fit; default all.
+        eps: eigenvalues <= eps * l_1 are left out of the fit (the two largest never are);
+            default 1e-12.
+
+    Returns:
+        ``(alpha, r2)``: float32 scalars, the decay exponent and the R^2 of the log-log fit.
     """
     z = _embeddings(embeddings)
     z = z - jnp.mean(z, axis=0, keepdims=True)
@@ -95,8 +140,21 @@ def alpha_req(embeddings, num_eigenvalues: int | None = None, eps: float = 1e-12
     return -slope, r2
 
 
-def diffusion_spectral_entropy(embeddings, sigma: float = 10.0, t: int = 1):
-    """Diffusion spectral entropy of embeddings [N, D] (Liao et al. 2023), trivial 1 dropped."""
+def diffusion_spectral_entropy(embeddings: ArrayLike, sigma: float = 10.0, t: int = 1) -> jax.Array:
+    """Diffusion spectral entropy of embeddings [N, D] (Liao et al. 2023), trivial 1 dropped.
+
+    Formula: K_ij = exp(-||z_i - z_j||^2 / (2 sigma^2)), M = D^-1/2 K D^-1/2,
+    p_i = |l_i|^t / sum_j |l_j|^t over M's eigenvalues without the largest (1),
+    DSE = -sum_i p_i log p_i. Defaults: sigma = 10, t = 1 (the paper's).
+
+    Args:
+        embeddings: floating [N, D] embeddings Z.
+        sigma: Gaussian kernel width, > 0; default 10.0.
+        t: diffusion time, > 0; default 1.
+
+    Returns:
+        float32 scalar entropy in nats, in [0, log(N - 1)].
+    """
     check_positive(sigma, "sigma")
     check_positive(t, "t")
     z = _embeddings(embeddings)

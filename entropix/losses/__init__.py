@@ -6,10 +6,10 @@ Every method is registered in :data:`REGISTRY` (see ``docs/methods.md``, generat
 in ``entropix/losses/compose.py``.
 
 This module only re-exports; imports are grouped by owning module family, hence the
-file-level ``noqa`` for unused imports (F401) and import order (I001).
+file-level ``noqa`` for import order (I001); :data:`__all__` lists the public names.
 """
 
-# ruff: noqa: F401, I001
+# ruff: noqa: I001
 
 from entropix.losses.batch import PolicyBatch, make_policy_batch, validate_batch
 from entropix.losses.compose import Composed, Term, compose
@@ -42,7 +42,7 @@ from entropix.losses.covariance import (
     kl_cov_selector,
 )
 from entropix.losses.forking import forking_tokens
-from entropix.losses.siren import peak_entropy_mask, siren, top_p_entropy
+from entropix.losses.siren import peak_entropy_mask, siren
 from entropix.losses.lp_reg import lp_reg, proxy_kl
 from entropix.losses.aepo import aepo, aepo_temperature
 from entropix.losses.epo import epo_phase_weight, epo_smoothing
@@ -64,3 +64,103 @@ from entropix.losses.entropy_balanced import entropy_balanced_clip
 from entropix.losses.canon import canon_advantages
 from entropix.losses.ulorl import ulorl
 from entropix.losses.rewards import pear_rewards, r3_rewards
+
+# --- seed objectives of issue 18 (ARES, COPO, ADORA, SPEAR, CurioSFT) ---
+from entropix.losses.ares import ares_rewards, window_entropy  # noqa: I001
+from entropix.losses.copo import copo_advantages, global_advantages, outcome_entropy
+from entropix.losses.adora import adora_advantages, length_advantage
+from entropix.losses.spear import ReplaySettings, ReplayTerm, sil_weight, spear
+from entropix.losses.self_distill import curio_sft, self_distill_kl
+
+# --- test-time RL without labels (issue 18: TTRL, EVOL-RL, ETTRL's EAR) ---
+from entropix.losses.ttrl import ettrl_ear, evol_rl_rewards, majority_mask, ttrl_rewards
+
+__all__ = [
+    "Composed",
+    "PolicyBatch",
+    "REGISTRY",
+    "ReplaySettings",
+    "ReplayTerm",
+    "Selector",
+    "Term",
+    "adaptive_entropy_bonus",
+    "adora_advantages",
+    "adte",
+    "aepo",
+    "aepo_temperature",
+    "all_tokens",
+    "ares_rewards",
+    "attention_entropy_reg",
+    "bapo",
+    "bapo_clip_bounds",
+    "canon_advantages",
+    "centred_covariance",
+    "clip_cov",
+    "clip_cov_selector",
+    "compose",
+    "confident_view_mask",
+    "copo_advantages",
+    "curio_sft",
+    "deyo",
+    "dr_grpo_advantages",
+    "eata",
+    "entropy_balanced_clip",
+    "entropy_bonus",
+    "entropy_discriminator_clip",
+    "epo_phase_weight",
+    "epo_smoothing",
+    "estimate_label_bias",
+    "ettrl_ear",
+    "evol_rl_rewards",
+    "fisher_diagonal",
+    "fisher_penalty",
+    "forking_tokens",
+    "fraction_count",
+    "g2rpo_advantages",
+    "get",
+    "global_advantages",
+    "grpo_advantages",
+    "gtpo_advantages",
+    "hapo_clip",
+    "hl_gauss",
+    "hl_gauss_transform",
+    "kl_cov",
+    "kl_cov_selector",
+    "kl_estimate",
+    "kl_ref",
+    "length_advantage",
+    "lp_reg",
+    "majority_mask",
+    "make_policy_batch",
+    "methods_table",
+    "negative_advantage",
+    "outcome_entropy",
+    "patch_shuffle",
+    "peak_entropy_mask",
+    "pear_rewards",
+    "policy_ratio",
+    "positive_advantage",
+    "positive_contribution",
+    "ppo_clip",
+    "proxy_kl",
+    "quantile_mask",
+    "r3_rewards",
+    "register",
+    "rloo_advantages",
+    "sar",
+    "sar_reset_check",
+    "self_distill_kl",
+    "sil_weight",
+    "siren",
+    "spear",
+    "spine",
+    "steer",
+    "tent",
+    "token_level_group_advantages",
+    "top_k_mask",
+    "tsallis_tta",
+    "ttrl_rewards",
+    "ulorl",
+    "validate_batch",
+    "window_entropy",
+]

@@ -7,8 +7,10 @@ gets advantage 0 from every shaper (no baseline can be formed). Pass the result 
 ``advantages`` of :func:`~entropix.losses.batch.make_policy_batch` (broadcast over tokens).
 """
 
+import jax
 import jax.numpy as jnp
 from jax.scipy.special import ndtri
+from jax.typing import ArrayLike
 
 from entropix.losses.registry import register
 from entropix.validation import check_floating, check_positive, check_rank, check_shape
@@ -26,8 +28,16 @@ def _groups(rewards, group_ids):
     return r, same, jnp.sum(same, axis=1)
 
 
-def group_mean(rewards, group_ids):
-    """Mean reward of each response's group, float32 [B]."""
+def group_mean(rewards: ArrayLike, group_ids: ArrayLike) -> jax.Array:
+    """Mean reward of each response's group, float32 [B].
+
+    Args:
+        rewards: [B] float, the scalar reward of each response.
+        group_ids: [B] integer, the prompt group of each response.
+
+    Returns:
+        float32 [B], the mean reward of the group each response belongs to.
+    """
     r, same, n = _groups(rewards, group_ids)
     return same @ r / n
 
@@ -37,7 +47,7 @@ def group_mean(rewards, group_ids):
     paper="DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models",
     kind="advantage",
 )
-def grpo_advantages(rewards, group_ids, eps: float = 1e-6):
+def grpo_advantages(rewards: ArrayLike, group_ids: ArrayLike, eps: float = 1e-6) -> jax.Array:
     """GRPO outcome advantage: the reward standardised within its group.
 
     Formula:
@@ -49,6 +59,14 @@ def grpo_advantages(rewards, group_ids, eps: float = 1e-6):
 
     Defaults: eps = 1e-6. The paper does not say which standard deviation; we use the unbiased
     one (n_g - 1), as the common open implementations do. Singleton groups get A = 0.
+
+    Args:
+        rewards: [B] float, the scalar reward of each response.
+        group_ids: [B] integer, the prompt group of each response (any integer labels).
+        eps: > 0, added to the group std before dividing (guards all-equal groups).
+
+    Returns:
+        float32 [B], the advantage of each response (0 for a response alone in its group).
     """
     check_positive(eps, "eps")
     r, same, n = _groups(rewards, group_ids)
@@ -62,7 +80,7 @@ def grpo_advantages(rewards, group_ids, eps: float = 1e-6):
     paper="Understanding R1-Zero-Like Training: A Critical Perspective",
     kind="advantage",
 )
-def dr_grpo_advantages(rewards, group_ids):
+def dr_grpo_advantages(rewards: ArrayLike, group_ids: ArrayLike) -> jax.Array:
     """Dr. GRPO advantage: the reward minus its group mean, with no std division.
 
     Formula:
@@ -72,6 +90,13 @@ def dr_grpo_advantages(rewards, group_ids):
 
     Defaults: none. Pair with the ``seq-mean-token-sum-norm`` aggregation (the paper's
     constant-normaliser fix of the length bias). Singleton groups get A = 0 (r_i - r_i).
+
+    Args:
+        rewards: [B] float, the scalar reward of each response.
+        group_ids: [B] integer, the prompt group of each response (any integer labels).
+
+    Returns:
+        float32 [B], the advantage of each response (0 for a response alone in its group).
     """
     r, same, n = _groups(rewards, group_ids)
     return r - same @ r / n
@@ -82,7 +107,7 @@ def dr_grpo_advantages(rewards, group_ids):
     paper="Buy 4 REINFORCE Samples, Get a Baseline for Free!",
     kind="advantage",
 )
-def rloo_advantages(rewards, group_ids):
+def rloo_advantages(rewards: ArrayLike, group_ids: ArrayLike) -> jax.Array:
     """RLOO advantage: the reward minus the mean reward of the other responses of its group.
 
     Formula:
@@ -93,6 +118,13 @@ def rloo_advantages(rewards, group_ids):
     Learning from Human Feedback in LLMs (Ahmadian et al., 2024).
 
     Defaults: none. Singleton groups get A = 0.
+
+    Args:
+        rewards: [B] float, the scalar reward of each response.
+        group_ids: [B] integer, the prompt group of each response (any integer labels).
+
+    Returns:
+        float32 [B], the advantage of each response (0 for a response alone in its group).
     """
     r, same, n = _groups(rewards, group_ids)
     others = (same @ r - r) / jnp.maximum(n - 1.0, 1.0)
@@ -104,7 +136,7 @@ def rloo_advantages(rewards, group_ids):
     paper="OpenVLThinkerV2: A Generalist Multimodal Reasoning Model for Multi-domain Visual Tasks",
     kind="advantage",
 )
-def g2rpo_advantages(rewards, group_ids):
+def g2rpo_advantages(rewards: ArrayLike, group_ids: ArrayLike) -> jax.Array:
     """Gaussian GRPO (G2RPO) advantage: group ranks mapped onto standard-normal quantiles.
 
     Formula:
@@ -121,6 +153,13 @@ def g2rpo_advantages(rewards, group_ids):
     mid-ranks (k - 1/2)/n (Hazen positions, never 0 or 1); ties share the mean of their
     scores, which keeps every group's advantages summing to exactly 0 (so binary rewards stay
     balanced) and gives an all-equal group A = 0. Singleton groups get A = 0.
+
+    Args:
+        rewards: [B] float, the scalar reward of each response.
+        group_ids: [B] integer, the prompt group of each response (any integer labels).
+
+    Returns:
+        float32 [B], the advantage of each response (0 for a response alone in its group).
     """
     r, same, n = _groups(rewards, group_ids)
     below = jnp.sum(same * (r[None, :] < r[:, None]), axis=1)

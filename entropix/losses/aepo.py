@@ -8,7 +8,9 @@ controller in ``entropix.optim`` owns the entropy estimate). :func:`aepo` is the
 extra batch; add it to the main objective's loss.
 """
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.losses.batch import PolicyBatch
 from entropix.losses.compose import Term
@@ -16,8 +18,20 @@ from entropix.losses.registry import register
 from entropix.validation import check_positive
 
 
-def aepo_temperature(entropy, target: float = 0.5, t_high: float = 1.2, t_low: float = 0.8):
-    """Sampling temperature for the regulariser batch: t_high if entropy < target, else t_low."""
+def aepo_temperature(
+    entropy: ArrayLike, target: float = 0.5, t_high: float = 1.2, t_low: float = 0.8
+) -> jax.Array:
+    """Sampling temperature for the regulariser batch: t_high if entropy < target, else t_low.
+
+    Args:
+        entropy: the policy's current entropy estimate (nats), a scalar or any shape.
+        target: the target entropy H_target (nats).
+        t_high: temperature used while the entropy is below target (> 0).
+        t_low: temperature used otherwise (> 0).
+
+    Returns:
+        float32 array of ``entropy``'s shape, the sampling temperature.
+    """
     return jnp.where(jnp.asarray(entropy, jnp.float32) < target, t_high, t_low)
 
 
@@ -45,6 +59,13 @@ def aepo(coef: float = 1.0) -> Term:
     The term declares ``sampled_at="aepo_temperature"``: the RL trainer samples that batch at
     ``controls["aepo_temperature"]`` (the ``aepo_temperature`` controller,
     ``entropix.optim.AEPOTemperature``) and evaluates the term on it.
+
+    Args:
+        coef: > 0, the regulariser weight alpha.
+
+    Returns:
+        A per-token :class:`Term` named ``"aepo"``, sampled at the ``aepo_temperature``
+        control.
     """
     check_positive(coef, "coef")
 

@@ -7,6 +7,8 @@ per-query entropy when it strays from the head's own learnable threshold by more
 tolerance band.
 """
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -20,7 +22,7 @@ from entropix.validation import check_floating, check_mask, check_positive, chec
 )
 def attention_entropy_reg(
     coef: float = 1e-5, tolerance_factor: float = 0.2, from_probs: bool = False
-):
+) -> Callable[..., tuple[jax.Array, dict]]:
     """Penalise per-head attention entropy outside a tolerance band around a learnable threshold.
 
     Formula:
@@ -42,6 +44,17 @@ def attention_entropy_reg(
     ``num_keys`` = n (default T); with ``from_probs=True`` it is attention probabilities
     [B, H, T, n] (or [L, B, H, T, n]), entropies are computed here and n is the last axis.
     ``threshold_weights`` is [H] (or [L, H]); ``mask`` [B, T] marks the valid query positions.
+
+    Args:
+        coef: > 0, the regulariser weight.
+        tolerance_factor: > 0, the band half-width as a fraction of Hmax = ln n.
+        from_probs: whether ``loss_fn`` receives attention probabilities (True) or per-head
+            entropies (False).
+
+    Returns:
+        ``loss_fn(attn, threshold_weights, mask=None, num_keys=None)`` -> (float32 scalar
+        loss, metrics dict with ``attention_entropy`` and ``outside_fraction``, means over
+        valid queries, heads and layers).
     """
     check_positive(coef, "coef")
     check_positive(tolerance_factor, "tolerance_factor")

@@ -17,6 +17,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import masked_mean
 from entropix.losses.batch import PolicyBatch
@@ -26,8 +27,25 @@ from entropix.losses.registry import register
 from entropix.validation import check_positive
 
 
-def positive_contribution(ratio, advantages, mask, c_low, c_high):
-    """rho = P / (P + N) of the module docstring (1 when nothing carries gradient)."""
+def positive_contribution(
+    ratio: ArrayLike,
+    advantages: ArrayLike,
+    mask: ArrayLike,
+    c_low: float | ArrayLike,
+    c_high: float | ArrayLike,
+) -> jax.Array:
+    """rho = P / (P + N) of the module docstring (1 when nothing carries gradient).
+
+    Args:
+        ratio: [B, T] float, the importance ratio r_t.
+        advantages: [B, T] float, the advantage A_t.
+        mask: [B, T] validity mask (> 0 counts).
+        c_low: lower ratio bound (scalar).
+        c_high: upper ratio bound (scalar).
+
+    Returns:
+        The float32 scalar rho in [0, 1].
+    """
     r = jnp.asarray(ratio, jnp.float32)
     adv = jnp.asarray(advantages, jnp.float32)
     m = mask > 0
@@ -38,18 +56,31 @@ def positive_contribution(ratio, advantages, mask, c_low, c_high):
 
 
 def bapo_clip_bounds(
-    ratio,
-    advantages,
-    mask,
+    ratio: ArrayLike,
+    advantages: ArrayLike,
+    mask: ArrayLike,
     rho0: float = 0.5,
     low_range: tuple[float, float] = (0.6, 0.9),
     high_range: tuple[float, float] = (1.2, 3.0),
     low_step: float = 0.02,
     high_step: float = 0.05,
-):
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Search (c_low, c_high): step both up (each capped at its maximum) until rho >= rho0.
 
     Returns ``(c_low, c_high, rho)`` as float32 scalars; no gradient flows through them.
+
+    Args:
+        ratio: [B, T] float, the importance ratio r_t (its gradient is stopped).
+        advantages: [B, T] float, the advantage A_t.
+        mask: [B, T] validity mask (> 0 counts).
+        rho0: target share of the positive tokens' mass, in (0, 1].
+        low_range: (a_low, b_low), start and maximum of c_low.
+        high_range: (a_high, b_high), start and maximum of c_high.
+        low_step: increment of c_low per iteration, > 0.
+        high_step: increment of c_high per iteration, > 0.
+
+    Returns:
+        ``(c_low, c_high, rho)``: float32 scalars, the bounds found and rho at them.
     """
     ratio = jax.lax.stop_gradient(ratio)
     max_iters = math.ceil(
@@ -105,6 +136,18 @@ def bapo(
     settings); dual_clip c = 3 as in :func:`~entropix.losses.objectives.ppo_clip`. Our
     choices: both bounds move together each iteration, by low_step = 0.02 and
     high_step = 0.05. Metrics: ``c_low``, ``c_high``, ``positive_contribution``.
+
+    Args:
+        rho0: target share of the positive tokens' mass, in (0, 1].
+        low_range: (a_low, b_low), start and maximum of c_low, 0 < a_low <= b_low < 1.
+        high_range: (a_high, b_high), start and maximum of c_high, 1 < a_high <= b_high.
+        low_step: increment of c_low per search iteration, > 0.
+        high_step: increment of c_high per search iteration, > 0.
+        dual_clip: dual-clip constant c > 1, or None for no dual clip.
+        coef: weight of the term in the composed loss.
+
+    Returns:
+        A per-token :class:`Term` named ``"bapo"`` (metrics also ``clip_fraction``).
     """
     check_positive(rho0, "rho0")
     check_positive(low_step, "low_step")

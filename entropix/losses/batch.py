@@ -37,6 +37,7 @@ Fields (B = batch of responses, T = response tokens, V = vocabulary or top-k wid
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import shannon_entropy
 from entropix.validation import check_floating, check_mask, check_rank, check_shape
@@ -66,8 +67,16 @@ class PolicyBatch:
         """(B, T)."""
         return tuple(self.logp.shape)
 
-    def control(self, name: str, method: str):
-        """Return ``self.controls[name]`` as float32; raise ``ValueError`` naming ``method``."""
+    def control(self, name: str, method: str) -> jax.Array:
+        """Return ``self.controls[name]`` as float32; raise ``ValueError`` naming ``method``.
+
+        Args:
+            name: key of the controller value in ``self.controls`` (e.g. ``"step"``).
+            method: name of the method asking, quoted in the error when the value is absent.
+
+        Returns:
+            The control value as a float32 array (a scalar for the library's controllers).
+        """
         if self.controls is None or name not in self.controls:
             have = sorted(self.controls) if self.controls else []
             raise ValueError(
@@ -76,8 +85,16 @@ class PolicyBatch:
             )
         return jnp.asarray(self.controls[name], jnp.float32)
 
-    def require(self, field: str, method: str):
-        """Return ``self.<field>``; raise ``ValueError`` naming ``method`` when it is None."""
+    def require(self, field: str, method: str) -> jax.Array:
+        """Return ``self.<field>``; raise ``ValueError`` naming ``method`` when it is None.
+
+        Args:
+            field: name of an optional PolicyBatch field (e.g. ``"logits"``, ``"ref_logp"``).
+            method: name of the method asking, quoted in the error when the field is None.
+
+        Returns:
+            The field's value, unchanged (e.g. ``logits`` [B, T, V], ``group_ids`` [B]).
+        """
         value = getattr(self, field)
         if value is None:
             raise ValueError(
@@ -88,7 +105,12 @@ class PolicyBatch:
 
 
 def validate_batch(batch: PolicyBatch) -> None:
-    """Check every present field's rank, shape and dtype against ``batch.logp`` [B, T]."""
+    """Check every present field's rank, shape and dtype against ``batch.logp`` [B, T].
+
+    Args:
+        batch: the batch to check; raises ``ValueError`` / ``TypeError`` on the first field
+            whose rank, shape or dtype is wrong.
+    """
     check_rank(batch.logp, "logp", 2)
     check_floating(batch.logp, "logp")
     b, t = batch.shape
@@ -111,18 +133,18 @@ def validate_batch(batch: PolicyBatch) -> None:
 
 
 def make_policy_batch(
-    logp,
-    advantages,
-    mask=None,
+    logp: ArrayLike,
+    advantages: ArrayLike,
+    mask: ArrayLike | None = None,
     *,
-    old_logp=None,
-    entropy=None,
-    ref_logp=None,
-    logits=None,
-    group_ids=None,
-    rewards=None,
-    key=None,
-    controls=None,
+    old_logp: ArrayLike | None = None,
+    entropy: ArrayLike | None = None,
+    ref_logp: ArrayLike | None = None,
+    logits: ArrayLike | None = None,
+    group_ids: ArrayLike | None = None,
+    rewards: ArrayLike | None = None,
+    key: jax.Array | None = None,
+    controls: dict | None = None,
 ) -> PolicyBatch:
     """Build and validate a :class:`PolicyBatch`.
 
@@ -130,6 +152,24 @@ def make_policy_batch(
     to all ones and is stored as float32. ``old_logp`` defaults to ``stop_gradient(logp)`` (the
     on-policy case, ratio 1 with the PPO gradient). ``entropy`` defaults to the Shannon entropy
     of ``logits`` (computed in fp32) when logits are given.
+
+    Args:
+        logp: [B, T] float, log-prob of each sampled token under the policy being optimised.
+        advantages: [B] or [B, T] float, advantage per response (broadcast over T) or per token.
+        mask: [B, T] 0/1 (bool or numeric), 1 for response tokens that count; None for all ones.
+        old_logp: [B, T] float, log-probs under the behaviour policy; None for
+            ``stop_gradient(logp)`` (on-policy).
+        entropy: [B, T] float, per-position policy entropy (nats); None to compute it from
+            ``logits`` when those are given (else it stays None).
+        ref_logp: [B, T] float, log-probs under the frozen reference policy, or None.
+        logits: [B, T, V] float, the policy's full (or top-k) logits, or None.
+        group_ids: [B] integer, prompt group of each response, or None.
+        rewards: [B] float, scalar reward of each response, or None.
+        key: PRNG key for stochastic terms (fresh each step), or None.
+        controls: dict of scalar controller values (e.g. ``"step"``), or None.
+
+    Returns:
+        The validated :class:`PolicyBatch` (``advantages`` [B, T], ``mask`` float32 [B, T]).
     """
     check_rank(logp, "logp", 2)
     check_floating(logp, "logp")

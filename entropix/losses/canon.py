@@ -8,18 +8,27 @@ intra-group advantage compares it with its *own* half (which response is best gi
 Dr. GRPO's r - mean(r) is exactly their average, mu = 1/2.
 """
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.losses.registry import register
 from entropix.validation import check_floating, check_rank, check_shape
 
 
-def metric_halves(metric, group_ids):
+def metric_halves(metric: ArrayLike, group_ids: ArrayLike) -> jax.Array:
     """Bool [B]: True for responses in the upper half of their group by ``metric``.
 
     Formula:
         rank_i  = #{j in g_i : m_j < m_i or (m_j = m_i and j < i)},   n_g = |g_i|
         upper_i = rank_i >= floor(n_g / 2)   (the lower half has floor(n/2) members; ties by index)
+
+    Args:
+        metric: [B] float, the metric each response is ranked by.
+        group_ids: [B] integer, the prompt group of each response.
+
+    Returns:
+        Bool [B], True for the upper half of each group.
     """
     b = jnp.shape(metric)[0]
     idx = jnp.arange(b)
@@ -37,7 +46,9 @@ def metric_halves(metric, group_ids):
     paper="Conditional Advantage Estimation for Reinforcement Learning in Large Reasoning Models",
     kind="advantage",
 )
-def canon_advantages(rewards, group_ids, metric, mu: float = 1.0, alpha: float = 1.0):
+def canon_advantages(
+    rewards: ArrayLike, group_ids: ArrayLike, metric: ArrayLike, mu: float = 1.0, alpha: float = 1.0
+) -> jax.Array:
     """CANON advantages [B] from rewards [B], group ids [B] and a per-response metric [B].
 
     Formula:
@@ -56,6 +67,16 @@ def canon_advantages(rewards, group_ids, metric, mu: float = 1.0, alpha: float =
     ``masked_mean(entropy, mask, axis=-1)``; response length is the paper's other metric.
     Singleton groups get A = 0, like the other advantage shapers. Pair with the Dr. GRPO
     aggregation (no std division).
+
+    Args:
+        rewards: [B] float, the scalar reward of each response.
+        group_ids: [B] integer, the prompt group of each response.
+        metric: [B] float, the metric the groups are split by (e.g. mean token entropy).
+        mu: weight of the inter-group advantage (1 - mu goes to the intra-group one).
+        alpha: direction preference of the inter-group advantage (1: none).
+
+    Returns:
+        float32 [B], the advantage of each response (0 for a singleton group).
     """
     check_floating(rewards, "rewards")
     check_rank(rewards, "rewards", 1)

@@ -89,25 +89,67 @@ class Term:
         return frozenset(needs)
 
     def where(self, selector: Selector) -> "Term":
-        """This term restricted to ``selector`` (intersected with any existing selector)."""
+        """This term restricted to ``selector`` (intersected with any existing selector).
+
+        Args:
+            selector: the tokens the term is aggregated over (within ``batch.mask``).
+
+        Returns:
+            A new :class:`Term`, otherwise identical, with the intersected selector.
+        """
         new = selector if self.selector is None else self.selector & selector
         return dataclasses.replace(self, selector=new)
 
     def detach_where(self, selector: Selector) -> "Term":
-        """This term with the gradient of the ``selector`` tokens stopped."""
+        """This term with the gradient of the ``selector`` tokens stopped.
+
+        Args:
+            selector: the tokens whose values stay in the loss without gradient (united with
+                any existing detach selection).
+
+        Returns:
+            A new :class:`Term`, otherwise identical, with the widened detach selection.
+        """
         new = selector if self.detach is None else self.detach | selector
         return dataclasses.replace(self, detach=new)
 
     def with_coef(self, coef: float) -> "Term":
+        """This term with another coefficient.
+
+        Args:
+            coef: the new weight of the term in the composed loss (replaces the old one).
+
+        Returns:
+            A new :class:`Term`, otherwise identical.
+        """
         return dataclasses.replace(self, coef=coef)
 
     def named(self, name: str) -> "Term":
+        """This term under another name (metric prefix; names must be unique in a compose).
+
+        Args:
+            name: the new name, used as the ``"<name>/..."`` metrics prefix.
+
+        Returns:
+            A new :class:`Term`, otherwise identical.
+        """
         return dataclasses.replace(self, name=name)
 
     def evaluate(
         self, batch: PolicyBatch, aggregate: str = "token-mean", norm: float | None = None
     ) -> tuple[jax.Array, dict]:
-        """The term's unweighted scalar value and its (unprefixed) metrics on ``batch``."""
+        """The term's unweighted scalar value and its (unprefixed) metrics on ``batch``.
+
+        Args:
+            batch: the policy batch to evaluate on.
+            aggregate: aggregation mode for per-token values (one of ``AGGREGATION_MODES``);
+                the term's own ``aggregate`` overrides it.
+            norm: the constant of ``seq-mean-token-sum-norm`` (None for T).
+
+        Returns:
+            ``(value, metrics)``: the float32 scalar loss before the coefficient and the
+            term's dict of scalar metrics (keys without the name prefix).
+        """
         mask = batch.mask > 0
         if self.selector is not None:
             mask = mask & self.selector(batch)
@@ -165,6 +207,15 @@ def compose(*terms: Term, aggregate: str = "token-mean", norm: float | None = No
 
     ``aggregate`` is the default mode for per-token terms (one of ``AGGREGATION_MODES``);
     ``norm`` is the constant of ``seq-mean-token-sum-norm`` (default T).
+
+    Args:
+        *terms: the terms to sum, at least one, with unique names.
+        aggregate: default aggregation mode of the per-token terms.
+        norm: the constant of ``seq-mean-token-sum-norm`` (None for T).
+
+    Returns:
+        The :class:`Composed` loss: ``loss_fn(batch) -> (loss, metrics)``, with ``metrics``
+        holding ``"loss"`` and ``"<name>/loss"``, ``"<name>/<key>"`` per term.
     """
     check_choice(aggregate, "aggregate", AGGREGATION_MODES)
     if not terms:

@@ -20,8 +20,16 @@ from entropix.losses.selectors import Selector, fraction_count, top_k_mask, vali
 from entropix.validation import check_positive
 
 
-def centred_covariance(batch: PolicyBatch):
-    """Per-token centred covariance Cov_t of logp and advantage over valid tokens (no grad)."""
+def centred_covariance(batch: PolicyBatch) -> jax.Array:
+    """Per-token centred covariance Cov_t of logp and advantage over valid tokens (no grad).
+
+    Args:
+        batch: the policy batch (reads ``logp``, ``advantages`` and ``mask``).
+
+    Returns:
+        float32 [B, T], Cov_t at every position (means over the valid tokens; padding
+        positions hold values too, which callers mask out).
+    """
     logp = jax.lax.stop_gradient(jnp.asarray(batch.logp, jnp.float32))
     adv = jnp.asarray(batch.advantages, jnp.float32)
     return (logp - masked_mean(logp, batch.mask)) * (adv - masked_mean(adv, batch.mask))
@@ -40,6 +48,14 @@ def clip_cov_selector(
 
     k = max(1, floor(ratio * N)) (fewer when the band holds fewer tokens). The random subset is
     the k in-band tokens with the smallest draws u = jax.random.uniform(batch.key, [B, T]).
+
+    Args:
+        ratio: fraction of the valid tokens to pick, 0 < ratio <= 1.
+        omega_low: lower edge of the covariance band (inclusive).
+        omega_high: upper edge of the covariance band (inclusive), >= omega_low.
+
+    Returns:
+        A :class:`Selector` named ``"clip_cov"`` (reads ``batch.key``).
     """
     _check_ratio(ratio)
     if not omega_low <= omega_high:
@@ -82,13 +98,29 @@ def clip_cov(
     Our choices: the band is closed; every valid token is eligible (the authors' code also
     skips tokens the PPO clip already cut, which have zero gradient anyway); at least one
     token is picked. Needs ``batch.key`` (fresh each step).
+
+    Args:
+        objective: the per-token policy-gradient term to modify; None for ``ppo_clip()``.
+        ratio: fraction of the valid tokens whose gradient is stopped, 0 < ratio <= 1.
+        omega_low: lower edge of the covariance band (inclusive).
+        omega_high: upper edge of the covariance band (inclusive), >= omega_low.
+
+    Returns:
+        ``objective`` with the Clip-Cov tokens detached (:meth:`Term.detach_where`).
     """
     objective = ppo_clip() if objective is None else objective
     return objective.detach_where(clip_cov_selector(ratio, omega_low, omega_high))
 
 
 def kl_cov_selector(ratio: float = 2e-3) -> Selector:
-    """The KL-Cov token set: the k = max(1, floor(ratio * N)) valid tokens with largest Cov_t."""
+    """The KL-Cov token set: the k = max(1, floor(ratio * N)) valid tokens with largest Cov_t.
+
+    Args:
+        ratio: fraction of the valid tokens to pick, 0 < ratio <= 1.
+
+    Returns:
+        A :class:`Selector` named ``"kl_cov"``.
+    """
     _check_ratio(ratio)
 
     def fn(batch: PolicyBatch):
@@ -119,6 +151,13 @@ def kl_cov(ratio: float = 2e-3, coef: float = 1.0) -> Term:
     I_KL), so ``compose(ppo_clip(), kl_cov())`` equals the paper's per-token objective. The
     paper writes KL(pi_old || pi_theta); like the authors' code we use the absolute log-ratio
     of the sampled token as its estimate. Ties in Cov_t go to the earlier position.
+
+    Args:
+        ratio: fraction of the valid tokens penalised, 0 < ratio <= 1.
+        coef: > 0, the KL weight beta.
+
+    Returns:
+        A per-token :class:`Term` named ``"kl_cov"`` with metric ``selected_fraction``.
     """
     check_positive(coef, "coef")
     selector = kl_cov_selector(ratio)

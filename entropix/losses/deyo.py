@@ -6,9 +6,11 @@ before and after an object-destroying transformation; :func:`patch_shuffle` is t
 """
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import log_softmax
 from entropix.losses.registry import register
@@ -16,13 +18,21 @@ from entropix.losses.tta import check_logits, selected_mean
 from entropix.validation import check_floating, check_positive, check_rank, check_shape
 
 
-def patch_shuffle(key, images, patches: int = 4):
+def patch_shuffle(key: jax.Array, images: ArrayLike, patches: int = 4) -> jax.Array:
     """Cut each image into a ``patches x patches`` grid and shuffle the tiles, per image.
 
     ``images`` is ``[B, H, W, C]``. When H or W is not a multiple of ``patches`` the image is
     resized (bilinear) down to the nearest multiple, shuffled, and resized back, as DeYO does;
     otherwise the output is an exact rearrangement of the input pixels. Pure: all randomness
     comes from ``key``.
+
+    Args:
+        key: PRNG key; each image gets its own permutation from it.
+        images: [B, H, W, C] float images, H and W at least ``patches``.
+        patches: grid side, a positive int (``patches**2`` tiles per image).
+
+    Returns:
+        The shuffled images, [B, H, W, C] like ``images``.
     """
     check_floating(images, "images")
     check_rank(images, "images", 4)
@@ -61,7 +71,7 @@ def deyo(
     plpd_threshold: float = 0.2,
     reweight_entropy: bool = True,
     reweight_plpd: bool = True,
-):
+) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, dict]]:
     """DeYO: entropy minimisation on samples that are confident and whose confidence rests on shape.
 
     Formula:
@@ -82,6 +92,19 @@ def deyo(
     ``shuffled_logits`` are treated as constants (DeYO computes them without gradient).
 
     Returns ``loss_fn(logits[B, C], shuffled_logits[B, C]) -> (loss, metrics)``.
+
+    Args:
+        margin_factor: > 0, the entropy filter tau_Ent as a fraction of ln C.
+        weight_margin_factor: > 0, Ent0 of the entropy reweighting as a fraction of ln C.
+        plpd_threshold: tau_PLPD, the minimum PLPD of a selected sample (a probability
+            difference in [-1, 1]).
+        reweight_entropy: whether w_b includes the entropy weight.
+        reweight_plpd: whether w_b includes the PLPD weight.
+
+    Returns:
+        ``loss_fn(logits, shuffled_logits)``: two [B, C] float logits -> (float32 scalar loss,
+        metrics dict with ``entropy``, ``plpd``, ``confident_fraction``,
+        ``selected_fraction``).
     """
     for value, name in (
         (margin_factor, "margin_factor"),

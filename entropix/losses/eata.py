@@ -6,6 +6,8 @@ model's mean prediction, which the caller threads from step to step (start from 
 """
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +29,9 @@ def _cosine(a, b, eps=1e-8):
     paper="Efficient Test-Time Model Adaptation without Forgetting",
     kind="tta",
 )
-def eata(margin_factor: float = 0.4, redundancy_margin: float = 0.05, momentum: float = 0.9):
+def eata(
+    margin_factor: float = 0.4, redundancy_margin: float = 0.05, momentum: float = 0.9
+) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, tuple[dict, jax.Array]]]:
     """EATA: reweighted entropy minimisation on reliable (low-entropy), non-redundant samples.
 
     Formula:
@@ -50,6 +54,16 @@ def eata(margin_factor: float = 0.4, redundancy_margin: float = 0.05, momentum: 
 
     Returns ``loss_fn(logits[B, C], prob_ema[C]) -> (loss, (metrics, new_prob_ema))``, the
     ``has_aux`` form of ``jax.value_and_grad``. Pass ``jnp.zeros(C)`` as the first ``prob_ema``.
+
+    Args:
+        margin_factor: > 0, the reliability margin E0 as a fraction of ln C.
+        redundancy_margin: > 0, the cosine-similarity threshold eps of the redundancy filter.
+        momentum: moving-average momentum of the mean prediction, in [0, 1).
+
+    Returns:
+        ``loss_fn(logits, prob_ema)``: logits [B, C] float and the float32 [C] moving average
+        -> (float32 scalar loss, (metrics dict with ``entropy``, ``reliable_fraction``,
+        ``selected_fraction``; the new float32 [C] moving average)).
     """
     check_positive(margin_factor, "margin_factor")
     check_positive(redundancy_margin, "redundancy_margin")
@@ -86,21 +100,36 @@ def eata(margin_factor: float = 0.4, redundancy_margin: float = 0.05, momentum: 
     return loss_fn
 
 
-def fisher_diagonal(grads):
+def fisher_diagonal(grads: Any) -> Any:
     """Diagonal Fisher estimate F = mean_n g_n^2 from gradient samples stacked on axis 0.
 
     ``grads`` is a pytree whose leaves are ``[N, ...]``: N gradients of the cross-entropy with
     the model's own pseudo labels (EATA uses per-batch gradients over 2000 test samples).
     Returns a pytree of the parameters' shapes.
+
+    Args:
+        grads: pytree of float arrays ``[N, ...]``, N gradient samples per parameter.
+
+    Returns:
+        Pytree of the same structure with float32 leaves ``[...]`` (axis 0 averaged away).
     """
     return jax.tree.map(lambda g: jnp.mean(jnp.square(jnp.asarray(g, jnp.float32)), axis=0), grads)
 
 
-def fisher_penalty(params, anchor_params, fisher, beta: float = 2000.0):
+def fisher_penalty(params: Any, anchor_params: Any, fisher: Any, beta: float = 2000.0) -> jax.Array:
     """EATA anti-forgetting regulariser beta * sum_i F_i (theta_i - theta0_i)^2 over a pytree.
 
     ``params``, ``anchor_params`` (the source model theta0) and ``fisher`` (from
     :func:`fisher_diagonal`) must share one tree structure. Paper default beta = 2000.
+
+    Args:
+        params: pytree of the current parameters theta.
+        anchor_params: pytree of the source parameters theta0, same structure and shapes.
+        fisher: pytree of the diagonal Fisher F, same structure and shapes.
+        beta: the regulariser's weight.
+
+    Returns:
+        The float32 scalar penalty.
     """
     structure = jax.tree.structure(params)
     for name, tree in (("anchor_params", anchor_params), ("fisher", fisher)):

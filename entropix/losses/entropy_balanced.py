@@ -9,6 +9,7 @@ sg((1 + eps_high) / r) * r keeps its value but lets a rescaled gradient through.
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import masked_mean
 from entropix.losses.batch import PolicyBatch
@@ -18,7 +19,9 @@ from entropix.losses.registry import register
 from entropix.validation import check_positive
 
 
-def entropy_balanced_surrogate(ratio, advantages, eps_low: float, eps_high: float):
+def entropy_balanced_surrogate(
+    ratio: jax.Array, advantages: ArrayLike, eps_low: float, eps_high: float
+) -> tuple[jax.Array, jax.Array]:
     """Per-token clipped surrogate with a stop-gradient upper branch; returns (loss, upper).
 
     Formula:
@@ -27,6 +30,16 @@ def entropy_balanced_surrogate(ratio, advantages, eps_low: float, eps_high: floa
             = max(-A_t r_t, -A_t clip(r_t, 1 - eps_low, 1 + eps_high))  otherwise
     Value: identical to the clipped surrogate. Gradient on upper tokens:
     -(1 + eps_high) A_t grad log pi(y_t) instead of 0.
+
+    Args:
+        ratio: [B, T] float, the importance ratio r_t (:func:`policy_ratio`).
+        advantages: [B, T] float, per-token advantages.
+        eps_low: lower clip width, 0 < eps_low < 1.
+        eps_high: upper clip width, > 0.
+
+    Returns:
+        ``(loss, upper)``: float32 [B, T] per-token loss and the bool [B, T] mask of the
+        tokens on the rescaled upper branch.
     """
     adv = jnp.asarray(advantages, jnp.float32)
     loss, _, _ = clipped_surrogate(ratio, adv, eps_low, eps_high)
@@ -55,6 +68,14 @@ def entropy_balanced_clip(eps_low: float = 0.2, eps_high: float = 0.28, coef: fl
     entropy-suppressing branch is changed; the lower clip and the paper's entropy-aware
     advantage and rollout mechanisms are not part of this term.
     Metrics: ``upper_fraction`` (tokens on the rescaled branch), ``ratio_mean``.
+
+    Args:
+        eps_low: lower clip width, > 0.
+        eps_high: upper clip width, > 0.
+        coef: weight of the term in the composed loss.
+
+    Returns:
+        A per-token :class:`Term` named ``"entropy_balanced"``.
     """
     check_positive(eps_low, "eps_low")
     check_positive(eps_high, "eps_high")

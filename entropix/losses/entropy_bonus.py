@@ -26,6 +26,12 @@ def entropy_bonus(coef: float = 1e-3) -> Term:
     reports 1e-4..1e-3 too weak and 1e-2 exploding, so we default to the upper end of the
     stable range. Needs ``batch.entropy`` computed from the policy's logits so that it carries
     gradient.
+
+    Args:
+        coef: > 0, the bonus weight.
+
+    Returns:
+        A per-token :class:`Term` named ``"entropy"`` with values -H_t.
     """
     check_positive(coef, "coef")
 
@@ -56,6 +62,10 @@ def adaptive_entropy_bonus() -> Term:
     Defaults: none here; the target, rate and bounds belong to the controller
     (``entropix.optim.AdaptiveEntropyCoef``: init alpha 1e-3, lr 0.01 per nat). Needs
     ``batch.entropy`` with gradient and ``batch.controls["entropy_coef"]``.
+
+    Returns:
+        A per-token :class:`Term` named ``"adaptive_entropy"`` (coefficient 1; alpha comes
+        from the batch) with metric ``coef`` (alpha).
     """
 
     def fn(batch: PolicyBatch, mask):

@@ -14,6 +14,7 @@ predicted entropy decrease is an upper outlier of the batch are removed from the
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import log_softmax, masked_mean
 from entropix.losses.registry import register
@@ -21,14 +22,29 @@ from entropix.losses.selectors import Selector
 from entropix.validation import check_choice, check_mask, check_positive, check_shape
 
 
-def entropy_discriminator(logp, entropy):
-    """S = p (H + log p) per token, p = exp(logp) of the sampled token; no gradient."""
+def entropy_discriminator(logp: ArrayLike, entropy: ArrayLike) -> jax.Array:
+    """S = p (H + log p) per token, p = exp(logp) of the sampled token; no gradient.
+
+    Args:
+        logp: [B, T] float, the sampled tokens' log-probs.
+        entropy: [B, T] float, per-token policy entropy H (nats).
+
+    Returns:
+        float32 [B, T], the discriminator S (stop-gradient).
+    """
     logp = jax.lax.stop_gradient(jnp.asarray(logp, jnp.float32))
     return jnp.exp(logp) * (jax.lax.stop_gradient(entropy) + logp)
 
 
-def expected_discriminator(logits):
-    """E_{a~pi}[S_a] = sum_a p_a^2 (H + log p_a) over the vocabulary of ``logits`` [..., V]."""
+def expected_discriminator(logits: ArrayLike) -> jax.Array:
+    """E_{a~pi}[S_a] = sum_a p_a^2 (H + log p_a) over the vocabulary of ``logits`` [..., V].
+
+    Args:
+        logits: [..., V] float, the policy's (full or top-k) logits.
+
+    Returns:
+        float32 [...], the expectation at each position (stop-gradient).
+    """
     lp = jax.lax.stop_gradient(log_softmax(logits))
     p = jnp.exp(lp)
     lp = jnp.where(p > 0, lp, 0.0)
@@ -36,12 +52,22 @@ def expected_discriminator(logits):
     return jnp.sum(p * p * (h + lp), axis=-1)
 
 
-def discriminator_keep_mask(contribution, mask, threshold: float = 2.0):
+def discriminator_keep_mask(
+    contribution: ArrayLike, mask: ArrayLike, threshold: float = 2.0
+) -> jax.Array:
     """Keep tokens whose entropy-decrease contribution is not an upper outlier of the batch.
 
     Formula:
         (over valid tokens)  z = (c - mean c) / std c,   keep = mask & (z <= threshold)
     ``contribution`` c = A (S - baseline) is the first-order entropy *decrease* of each token.
+
+    Args:
+        contribution: [B, T] float, c per token (:func:`discriminator_contribution`).
+        mask: [B, T] 0/1 mask of the valid tokens.
+        threshold: the z-score above which a token is dropped (standard deviations).
+
+    Returns:
+        Bool [B, T], True for the kept valid tokens.
     """
     check_mask(mask, "mask", jnp.shape(contribution))
     mean = masked_mean(contribution, mask)
@@ -50,8 +76,25 @@ def discriminator_keep_mask(contribution, mask, threshold: float = 2.0):
     return mask.astype(bool) & (z <= threshold)
 
 
-def discriminator_contribution(logp, entropy, advantages, mask, logits=None):
-    """c = A (S - baseline): batch-mean baseline (Clip_B) or, given ``logits``, E_pi[S] (Clip_V)."""
+def discriminator_contribution(
+    logp: ArrayLike,
+    entropy: ArrayLike,
+    advantages: ArrayLike,
+    mask: ArrayLike,
+    logits: ArrayLike | None = None,
+) -> jax.Array:
+    """c = A (S - baseline): batch-mean baseline (Clip_B) or, given ``logits``, E_pi[S] (Clip_V).
+
+    Args:
+        logp: [B, T] float, the sampled tokens' log-probs.
+        entropy: [B, T] float, per-token policy entropy (nats).
+        advantages: [B, T] float, per-token advantages (no gradient).
+        mask: [B, T] 0/1 mask of the valid tokens (for the batch-mean baseline).
+        logits: [B, T, V] float logits for the Clip_V baseline; None for Clip_B.
+
+    Returns:
+        float32 [B, T], the contribution c (stop-gradient).
+    """
     check_shape(entropy, "entropy", jnp.shape(logp))
     s = entropy_discriminator(logp, entropy)
     baseline = masked_mean(s, mask) if logits is None else expected_discriminator(logits)
@@ -83,6 +126,13 @@ def entropy_discriminator_clip(threshold: float = 2.0, baseline: str = "batch") 
     Clip_V needs ``batch.logits`` (full or top-k); both need ``batch.entropy``.
 
     Returns a :class:`Selector`: ``ppo_clip(...).where(entropy_discriminator_clip())``.
+
+    Args:
+        threshold: > 0, the z-score above which a token is dropped.
+        baseline: ``"batch"`` (Clip_B) or ``"vocab"`` (Clip_V, needs ``logits``).
+
+    Returns:
+        A :class:`Selector` named ``"entropy_discriminator_<baseline>"``.
     """
     check_choice(baseline, "baseline", ("batch", "vocab"))
     check_positive(threshold, "threshold")

@@ -8,7 +8,9 @@ the phase weight. EPO's third part, the entropy bonus itself, is
 :func:`~entropix.losses.entropy_bonus.entropy_bonus`.
 """
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import masked_mean
 from entropix.losses.batch import PolicyBatch
@@ -18,14 +20,28 @@ from entropix.validation import check_positive
 
 
 def epo_phase_weight(
-    step, total_steps: int, mid_weight: float = 0.8, slow: float = 2.0, fast: float = 3.0
-):
+    step: int | ArrayLike,
+    total_steps: int,
+    mid_weight: float = 0.8,
+    slow: float = 2.0,
+    fast: float = 3.0,
+) -> jax.Array:
     """EPO's phase weight: a slow decay 1 -> mid_weight over the first half of training,
     then a fast decay mid_weight -> mid_weight * exp(-fast) over the second half.
 
     w(s) = 1 - (1 - mid_weight) (1 - exp(-slow p)) / (1 - exp(-slow)),  p = s / (S/2),  s <= S/2
     w(s) = mid_weight exp(-fast p),                          p = (s - S/2) / (S/2),  s > S/2
     (continuous at S/2; ``step`` is clipped to [0, total_steps]; jit-able in ``step``).
+
+    Args:
+        step: the training step s (int or scalar array, may be traced).
+        total_steps: the run's length S in steps, > 0.
+        mid_weight: the weight at S/2, where the slow phase ends.
+        slow: rate of the first half's decay.
+        fast: rate of the second half's decay.
+
+    Returns:
+        The float32 weight w(s) (scalar for a scalar ``step``).
     """
     check_positive(total_steps, "total_steps")
     half = total_steps / 2.0
@@ -66,6 +82,15 @@ def epo_smoothing(
     given (the ``entropy_history`` controller gives it) the penalty is 0 while the history is
     empty, since a band around an unknown mean (read as 0) would push every token's entropy
     to 0.
+
+    Args:
+        coef: > 0, the penalty weight alpha.
+        kappa_low: lower band factor, 0 <= kappa_low <= kappa_high.
+        kappa_high: upper band factor.
+        total_steps: run length for :func:`epo_phase_weight`; None for no phase weighting.
+
+    Returns:
+        A per-token :class:`Term` named ``"epo_smoothing"`` with metric ``outside_fraction``.
     """
     check_positive(coef, "coef")
     if not 0.0 <= kappa_low <= kappa_high:

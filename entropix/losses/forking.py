@@ -25,6 +25,12 @@ def forking_tokens(rho: float = 0.2) -> Selector:
     Defaults: rho = 0.2 over the whole batch. Use it as ``ppo_clip().where(forking_tokens())``:
     the policy-gradient term is then averaged over the forking tokens only, as in the paper's
     masking of the other 80%. Entropy is taken from ``batch.entropy`` (never differentiated).
+
+    Args:
+        rho: fraction of the batch's valid tokens to select, 0 < rho <= 1.
+
+    Returns:
+        A :class:`Selector` named ``"forking<rho>"`` (reads ``batch.entropy``).
     """
     check_positive(rho, "rho")
     if rho > 1:

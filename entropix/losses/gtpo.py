@@ -10,18 +10,29 @@ whose mean token entropy exceeds a threshold from the update.
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import masked_mean
 from entropix.losses.registry import register
 from entropix.validation import check_mask, check_rank, check_shape
 
 
-def sequence_advantages(advantages, mask):
-    """One advantage per response: the masked mean of its per-token advantages [B, T] -> [B]."""
+def sequence_advantages(advantages: ArrayLike, mask: ArrayLike) -> jax.Array:
+    """One advantage per response: the masked mean of its per-token advantages [B, T] -> [B].
+
+    Args:
+        advantages: [B, T] float, per-token advantages.
+        mask: [B, T] 0/1 mask of the response tokens.
+
+    Returns:
+        float32 [B], the mean advantage over each response's valid tokens.
+    """
     return masked_mean(advantages, mask, axis=-1)
 
 
-def conflict_tokens(tokens, advantages, mask, group_ids):
+def conflict_tokens(
+    tokens: ArrayLike, advantages: ArrayLike, mask: ArrayLike, group_ids: ArrayLike
+) -> jax.Array:
     """Bool [B, T]: y_{b,t} also sits at position t of a same-group response of opposite sign.
 
     Formula:
@@ -29,6 +40,15 @@ def conflict_tokens(tokens, advantages, mask, group_ids):
                                     sign(A_j) = -sign(A_b) != 0
     ``tokens`` [B, T] int, ``advantages`` [B] per-response, ``mask`` [B, T], ``group_ids`` [B].
     Memory is O(B^2 T).
+
+    Args:
+        tokens: [B, T] integer, the sampled token ids.
+        advantages: [B] float, one advantage per response.
+        mask: [B, T] 0/1 mask of the response tokens.
+        group_ids: [B] integer, the prompt group of each response.
+
+    Returns:
+        Bool [B, T], True at the conflict tokens (never on padding).
     """
     check_rank(tokens, "tokens", 2)
     if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
@@ -45,13 +65,23 @@ def conflict_tokens(tokens, advantages, mask, group_ids):
     return jnp.any(pair & same_token, axis=1)
 
 
-def gtpo_token_weights(conflict, advantages, conflict_weight: float = 2.0):
+def gtpo_token_weights(
+    conflict: ArrayLike, advantages: ArrayLike, conflict_weight: float = 2.0
+) -> jax.Array:
     """Per-token weights from the conflict mask [B, T] and per-response advantages [B].
 
     Formula:
         w[b, t] = conflict_weight  if conflict[b, t] and A_b > 0
                 = 0                if conflict[b, t] and A_b < 0
                 = 1                otherwise
+
+    Args:
+        conflict: [B, T] bool, the conflict tokens (:func:`conflict_tokens`).
+        advantages: [B] float, one advantage per response.
+        conflict_weight: >= 0, the weight of a conflict token of a positive response.
+
+    Returns:
+        float32 [B, T], the per-token weights w.
     """
     positive = (advantages > 0)[:, None]
     return jnp.where(conflict, jnp.where(positive, conflict_weight, 0.0), 1.0)
@@ -63,15 +93,15 @@ def gtpo_token_weights(conflict, advantages, conflict_weight: float = 2.0):
     kind="advantage",
 )
 def gtpo_advantages(
-    advantages,
-    tokens,
-    mask,
-    group_ids,
-    entropy,
+    advantages: ArrayLike,
+    tokens: ArrayLike,
+    mask: ArrayLike,
+    group_ids: ArrayLike,
+    entropy: ArrayLike,
     conflict_weight: float = 2.0,
     entropy_threshold: float = 0.7,
     entropy_coef: float = 0.1,
-):
+) -> jax.Array:
     """GTPO advantages: conflict-token protection and a high-entropy completion filter.
 
     Formula:
@@ -93,6 +123,19 @@ def gtpo_advantages(
     ``advantages`` is [B] or [B, T] (reduced to one value per response), ``tokens`` the sampled
     token ids [B, T], ``entropy`` [B, T]. Returns A' [B, T]: pass it as the advantages of the
     batch for ``ppo_clip``; since w >= 0, w * min(r A, clip(r) A) = min(r wA, clip(r) wA).
+
+    Args:
+        advantages: [B] or [B, T] float, the (e.g. GRPO) advantages; no gradient.
+        tokens: [B, T] integer, the sampled token ids.
+        mask: [B, T] 0/1 mask of the response tokens.
+        group_ids: [B] integer, the prompt group of each response.
+        entropy: [B, T] float, per-token policy entropy (nats); no gradient.
+        conflict_weight: >= 0, the weight of a conflict token of a positive response.
+        entropy_threshold: completions with mean entropy above it (nats) get A' = 0.
+        entropy_coef: weight of the mean-entropy shaping subtracted from A_b.
+
+    Returns:
+        float32 [B, T], the shaped per-token advantages A' (0 on padding).
     """
     if conflict_weight < 0:
         raise ValueError(f"conflict_weight must be >= 0; got {conflict_weight}")

@@ -9,6 +9,7 @@ layer; differential advantage redistribution is not implemented.
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import masked_mean
 from entropix.losses.batch import PolicyBatch
@@ -19,7 +20,9 @@ from entropix.losses.selectors import order_statistic
 from entropix.validation import check_mask, check_positive, check_shape
 
 
-def hapo_entropy_signal(entropy, mask, pivot: float = 0.5, eps: float = 1e-8):
+def hapo_entropy_signal(
+    entropy: ArrayLike, mask: ArrayLike, pivot: float = 0.5, eps: float = 1e-8
+) -> jax.Array:
     """Normalised entropy signal h_hat in [-1, 1]: > 0 for high-entropy tokens, < 0 for low.
 
     Formula:
@@ -31,6 +34,15 @@ def hapo_entropy_signal(entropy, mask, pivot: float = 0.5, eps: float = 1e-8):
     The authors' release divides the negative side by min(h) itself, which flips its sign and
     makes every token "high-entropy"; we keep the sign, as the paper's description requires.
     No gradient flows through h_hat.
+
+    Args:
+        entropy: [B, T] float, per-token policy entropy (nats).
+        mask: [B, T] 0/1 mask of the tokens the statistics are taken over.
+        pivot: quantile level in [0, 1] of the centre c (0.5: the median).
+        eps: > 0, floor of the entropy before the log and of the scales.
+
+    Returns:
+        float32 [B, T], h_hat in [-1, 1] (stop-gradient).
     """
     check_mask(mask, "mask", jnp.shape(entropy))
     valid = mask.astype(bool)
@@ -46,13 +58,24 @@ def hapo_entropy_signal(entropy, mask, pivot: float = 0.5, eps: float = 1e-8):
     return jnp.where(h > 0, h / pos_max, h / neg_max)
 
 
-def hapo_clip_bounds(h_hat, eps_low: float = 0.2, eps_high: float = 0.28, alpha: float = 1.0):
+def hapo_clip_bounds(
+    h_hat: ArrayLike, eps_low: float = 0.2, eps_high: float = 0.28, alpha: float = 1.0
+) -> tuple[jax.Array, jax.Array]:
     """Per-token clip ranges: widen the lower one for low entropy, the upper one for high entropy.
 
     Formula:
         eps_low_t  = eps_low  * (1 - alpha * h_hat)   if h_hat <= 0,  else eps_low
         eps_high_t = eps_high * (1 + alpha * h_hat)   if h_hat >  0,  else eps_high
     Returns ``(eps_low_t, eps_high_t)``, each shaped like ``h_hat``.
+
+    Args:
+        h_hat: float array, the entropy signal in [-1, 1] (:func:`hapo_entropy_signal`).
+        eps_low: base lower clip width.
+        eps_high: base upper clip width.
+        alpha: how strongly the signal widens the bounds (>= 0).
+
+    Returns:
+        ``(eps_low_t, eps_high_t)``: float arrays of ``h_hat``'s shape.
     """
     low = jnp.where(h_hat <= 0, eps_low * (1.0 - alpha * h_hat), eps_low)
     high = jnp.where(h_hat > 0, eps_high * (1.0 + alpha * h_hat), eps_high)
@@ -64,7 +87,9 @@ def hapo_clip_bounds(h_hat, eps_low: float = 0.2, eps_high: float = 0.28, alpha:
     paper="From Uniform to Heterogeneous: Tailoring Policy Optimization to Every Token's Nature",
     kind="advantage",
 )
-def token_level_group_advantages(rewards, group_ids, mask, eps: float = 1e-6):
+def token_level_group_advantages(
+    rewards: ArrayLike, group_ids: ArrayLike, mask: ArrayLike, eps: float = 1e-6
+) -> jax.Array:
     """HAPO Token-Level Group Average advantages: group statistics weighted by response length.
 
     Formula:
@@ -79,6 +104,15 @@ def token_level_group_advantages(rewards, group_ids, mask, eps: float = 1e-6):
 
     Defaults: eps = 1e-6. The authors' release falls back to plain GRPO advantages for a group
     whose normalised advantage reaches 5 in magnitude; we do not.
+
+    Args:
+        rewards: [B] float, the scalar reward of each response.
+        group_ids: [B] integer, the prompt group of each response.
+        mask: [B, T] 0/1 mask of the response tokens (gives the lengths L_i).
+        eps: > 0, added to sigma_g before dividing.
+
+    Returns:
+        float32 [B], the advantage of each response.
     """
     b = jnp.shape(rewards)[0]
     check_shape(group_ids, "group_ids", (b,))
@@ -122,6 +156,17 @@ def hapo_clip(
     median), dual clip c = 3 as in this library's ppo_clip. The entropy statistics are taken
     over the term's tokens. Needs ``batch.entropy``. Metrics: ``clip_fraction``,
     ``eps_low_mean``, ``eps_high_mean``.
+
+    Args:
+        eps_low: base lower clip width, > 0.
+        eps_high: base upper clip width, > 0.
+        alpha: how strongly the entropy signal widens the bounds.
+        pivot: quantile level in [0, 1] of the entropy signal's centre.
+        dual_clip: dual-clip constant c > 1, or None for no dual clip.
+        coef: weight of the term in the composed loss.
+
+    Returns:
+        A per-token :class:`Term` named ``"hapo_clip"``.
     """
     check_positive(eps_low, "eps_low")
     check_positive(eps_high, "eps_high")

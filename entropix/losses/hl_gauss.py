@@ -6,9 +6,12 @@ target y becomes the probability mass that N(y, sigma^2) puts on each bin (renor
 support), and the value head's m logits are trained with cross-entropy against it.
 """
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
+from jax.typing import ArrayLike
 
 from entropix.entropy import log_softmax, masked_mean
 from entropix.losses.registry import register
@@ -23,7 +26,7 @@ def _support(min_value: float, max_value: float, num_bins: int):
 
 def hl_gauss_transform(
     min_value: float, max_value: float, num_bins: int, sigma: float | None = None
-):
+) -> tuple[Callable[[ArrayLike], jax.Array], Callable[[ArrayLike], jax.Array]]:
     """Build ``(to_probs, to_scalar)`` for the HL-Gauss histogram on [min_value, max_value].
 
     Formula:
@@ -35,6 +38,17 @@ def hl_gauss_transform(
     ``sigma`` defaults to 0.75 * bin width, the paper's recommended sigma / zeta ratio. Targets
     are clipped into [min_value, max_value] first (outside it the normaliser vanishes).
     ``to_probs`` maps [...] -> [..., num_bins]; ``to_scalar`` maps logits [..., num_bins] -> [...].
+
+    Args:
+        min_value: lower end v_min of the support.
+        max_value: upper end v_max of the support, > min_value.
+        num_bins: number m of bins, an int >= 2.
+        sigma: > 0, the Gaussian's standard deviation in target units; None for 0.75 * bin
+            width.
+
+    Returns:
+        ``(to_probs, to_scalar)``: float32 target histograms [..., num_bins] from targets
+        [...], and float32 expected values [...] from logits [..., num_bins].
     """
     if not max_value > min_value:
         raise ValueError(f"max_value must exceed min_value; got [{min_value}, {max_value}]")
@@ -100,7 +114,9 @@ def _cross_entropy_jvp(primals, tangents):
     paper="Stop Regressing: Training Value Functions via Classification for Scalable Deep RL",
     kind="auxiliary",
 )
-def hl_gauss(min_value: float, max_value: float, num_bins: int, sigma_ratio: float = 0.75):
+def hl_gauss(
+    min_value: float, max_value: float, num_bins: int, sigma_ratio: float = 0.75
+) -> Callable[..., tuple[jax.Array, dict]]:
     """HL-Gauss value loss: cross-entropy between value logits and the Gaussian-smoothed target.
 
     Formula:
@@ -116,6 +132,17 @@ def hl_gauss(min_value: float, max_value: float, num_bins: int, sigma_ratio: flo
 
     Returns ``loss_fn(logits[..., m], targets[...], mask=None) -> (loss, {"value", "value_error"})``
     where ``value`` is the mean predicted scalar and ``value_error`` its mean absolute error.
+
+    Args:
+        min_value: lower end v_min of the value support.
+        max_value: upper end v_max of the value support, > min_value.
+        num_bins: number m of bins (the value head's width), an int >= 2.
+        sigma_ratio: > 0, sigma as a multiple of the bin width.
+
+    Returns:
+        ``loss_fn(logits, targets, mask=None)``: value logits [..., m], float targets [...]
+        and an optional 0/1 mask [...] -> (float32 scalar loss, metrics dict with ``value``
+        and ``value_error``).
     """
     check_positive(sigma_ratio, "sigma_ratio")
     width = (max_value - min_value) / num_bins if num_bins else 0.0

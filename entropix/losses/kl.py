@@ -7,7 +7,9 @@ With d = ref_logp - logp = log(pi_ref / pi_theta) at the sampled token (samples 
     k3 = exp(d) - 1 - d       unbiased, low variance, >= 0   (GRPO's choice)
 """
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.losses.batch import PolicyBatch
 from entropix.losses.compose import Term
@@ -17,8 +19,17 @@ from entropix.validation import check_choice, check_positive
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
-def kl_estimate(logp, ref_logp, estimator: str = "k3"):
-    """Per-token estimate of KL(pi_theta || pi_ref) from sampled-token log-probs (float32)."""
+def kl_estimate(logp: ArrayLike, ref_logp: ArrayLike, estimator: str = "k3") -> jax.Array:
+    """Per-token estimate of KL(pi_theta || pi_ref) from sampled-token log-probs (float32).
+
+    Args:
+        logp: log-probs of the sampled tokens under the policy, any shape (e.g. [B, T]).
+        ref_logp: log-probs of the same tokens under the reference policy, same shape.
+        estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (see the module docstring).
+
+    Returns:
+        float32 array of ``logp``'s shape, the per-token KL estimate (nats).
+    """
     check_choice(estimator, "estimator", KL_ESTIMATORS)
     d = jnp.asarray(ref_logp, jnp.float32) - jnp.asarray(logp, jnp.float32)
     if estimator == "k1":
@@ -47,6 +58,13 @@ def kl_ref(coef: float = 0.04, estimator: str = "k3") -> Term:
     Language Models (Shao et al., 2024).
 
     Defaults: coef = 0.04, estimator = "k3" (DeepSeekMath). Needs ``batch.ref_logp``.
+
+    Args:
+        coef: > 0, the KL weight beta.
+        estimator: ``"k1"``, ``"k2"`` or ``"k3"``.
+
+    Returns:
+        A per-token :class:`Term` named ``"kl_ref"`` that needs ``ref_logp``.
     """
     check_positive(coef, "coef")
     check_choice(estimator, "estimator", KL_ESTIMATORS)

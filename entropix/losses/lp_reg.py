@@ -5,6 +5,7 @@ Reward", Huang et al., 2025).
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import log_softmax, masked_mean
 from entropix.losses.batch import PolicyBatch
@@ -14,13 +15,23 @@ from entropix.losses.selectors import fraction_count, top_k_mask, valid_count
 from entropix.validation import check_positive
 
 
-def proxy_kl(logits, min_p: float = 0.02):
+def proxy_kl(logits: ArrayLike, min_p: float = 0.02) -> tuple[jax.Array, jax.Array]:
     """KL(sg(pi_proxy) || pi) per position, with pi_proxy = pi renormalised over
     {v : pi(v) > min_p * max_u pi(u)} (the "noise" tail removed). Returns (kl, threshold).
 
     With Z = sum_{kept} pi the KL is -log Z in value, and its gradient in the logits is
     pi - pi_proxy (the proxy is a constant target); both are written out directly, so no
-    gradient is traced back through the softmax."""
+    gradient is traced back through the softmax.
+
+    Args:
+        logits: [..., V] float, the policy's logits at each position (e.g. [B, T, V]).
+        min_p: relative threshold in (0, 1): a class is kept when its probability exceeds
+            ``min_p`` times the largest.
+
+    Returns:
+        ``(kl, threshold)``, both float32 [...]: the KL (nats) and the absolute probability
+        threshold tau = min_p * max pi at each position.
+    """
     z = jnp.asarray(logits, jnp.float32)
     logp = jax.lax.stop_gradient(log_softmax(z))
     p = jnp.exp(logp)
@@ -59,6 +70,15 @@ def lp_reg(coef: float = 1.0, rho: float = 0.01, min_p: float = 0.02) -> Term:
     vocabulary from ``batch.logits`` (the authors' code uses a one-sample estimate at the
     sampled token); the term is averaged over all valid tokens, zero outside I, like KL-Cov.
     Needs ``batch.logits``; ``batch.logp`` must be the log-prob of the sampled token.
+
+    Args:
+        coef: > 0, the KL weight beta.
+        rho: fraction of the negative-advantage tokens selected, 0 < rho <= 1.
+        min_p: the proxy's relative threshold kappa, 0 < min_p < 1.
+
+    Returns:
+        A per-token :class:`Term` named ``"lp_reg"`` (needs ``logits``) with metric
+        ``selected_fraction``.
     """
     check_positive(coef, "coef")
     check_positive(rho, "rho")

@@ -9,7 +9,9 @@ How tokens are averaged into one scalar (token-mean, seq-mean-token-mean, ...) i
 aggregation mode of :func:`~entropix.losses.compose.compose`.
 """
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import masked_mean
 from entropix.losses.batch import PolicyBatch
@@ -18,14 +20,40 @@ from entropix.losses.registry import register
 from entropix.validation import check_positive
 
 
-def policy_ratio(batch: PolicyBatch):
-    """Importance ratio r = exp(logp - old_logp) per token, float32 [B, T]."""
+def policy_ratio(batch: PolicyBatch) -> jax.Array:
+    """Importance ratio r = exp(logp - old_logp) per token, float32 [B, T].
+
+    Args:
+        batch: the policy batch (reads ``logp`` and ``old_logp``).
+
+    Returns:
+        float32 [B, T], the per-token importance ratio (differentiable through ``logp``).
+    """
     log_ratio = jnp.asarray(batch.logp, jnp.float32) - jnp.asarray(batch.old_logp, jnp.float32)
     return jnp.exp(log_ratio)
 
 
-def clipped_surrogate(ratio, advantages, eps_low, eps_high, dual_clip=None):
-    """Per-token clipped surrogate loss and the bool masks of clipped / dual-clipped tokens."""
+def clipped_surrogate(
+    ratio: ArrayLike,
+    advantages: ArrayLike,
+    eps_low: float,
+    eps_high: float,
+    dual_clip: float | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-token clipped surrogate loss and the bool masks of clipped / dual-clipped tokens.
+
+    Args:
+        ratio: [B, T] float, the importance ratio r (see :func:`policy_ratio`).
+        advantages: [B, T] float, the advantage of each token.
+        eps_low: lower clip width, the ratio is clipped at 1 - eps_low (0 < eps_low < 1).
+        eps_high: upper clip width, the ratio is clipped at 1 + eps_high (> 0).
+        dual_clip: the dual-clip constant c > 1 bounding the loss of A < 0 tokens by -c A;
+            None turns dual clipping off.
+
+    Returns:
+        ``(loss, is_clipped, is_dual)``: float32 [B, T] per-token loss and bool [B, T] masks of
+        the tokens on the clipped branch and of those dual-clipped (all False when off).
+    """
     adv = jnp.asarray(advantages, jnp.float32)
     unclipped = -adv * ratio
     clipped = -adv * jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high)
@@ -62,6 +90,15 @@ def ppo_clip(
     Defaults: eps_low = 0.2, eps_high = 0.28 (DAPO's Clip-Higher; PPO used 0.2 on both sides),
     dual_clip c = 3 (the dual-clip paper); ``dual_clip=None`` turns it off. Metrics:
     ``clip_fraction`` (tokens on the clipped branch), ``dual_clip_fraction``, ``ratio_mean``.
+
+    Args:
+        eps_low: lower clip width, 0 < eps_low < 1.
+        eps_high: upper clip width, > 0.
+        dual_clip: dual-clip constant c > 1, or None for no dual clip.
+        coef: weight of the term in the composed loss.
+
+    Returns:
+        A per-token :class:`Term` named ``"pg"``.
     """
     check_positive(eps_low, "eps_low")
     check_positive(eps_high, "eps_high")

@@ -11,7 +11,9 @@ Register a factory (a function returning the configured term) with::
 
 Kinds: ``objective`` (RL surrogate / KL), ``advantage`` (advantage shapers), ``selector``
 (token masks), ``intervention`` (entropy-control terms), ``reward`` (reward shaping),
-``tta`` (test-time adaptation), ``auxiliary`` (value / attention / distillation losses).
+``tta`` (test-time adaptation), ``auxiliary`` (value / attention / distillation losses),
+``rollout`` (the RL trainer's rollout strategies, ``entropix.rl.strategies``: they register on
+``import entropix.rl``, so import it too before listing the registry).
 """
 
 from collections.abc import Callable
@@ -19,7 +21,17 @@ from dataclasses import dataclass
 
 from entropix.validation import lookup
 
-KINDS = ("objective", "advantage", "selector", "intervention", "reward", "tta", "auxiliary")
+KINDS = (
+    "objective",
+    "advantage",
+    "selector",
+    "intervention",
+    "reward",
+    "rollout",
+    "tta",
+    "auxiliary",
+    "steering",
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,16 @@ REGISTRY: dict[str, MethodInfo] = {}
 
 
 def register(name: str, *, paper: str, kind: str) -> Callable[[Callable], Callable]:
-    """Decorator adding ``factory`` to :data:`REGISTRY` under ``name``; returns it unchanged."""
+    """Decorator adding ``factory`` to :data:`REGISTRY` under ``name``; returns it unchanged.
+
+    Args:
+        name: the registry key configs use; registering a key twice raises ``ValueError``.
+        paper: title of the paper the method comes from.
+        kind: one of :data:`KINDS` (e.g. ``"objective"``, ``"selector"``).
+
+    Returns:
+        The decorator, which registers a factory and returns it unchanged.
+    """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not one of {KINDS}")
 
@@ -54,7 +75,14 @@ def register(name: str, *, paper: str, kind: str) -> Callable[[Callable], Callab
 
 
 def get(name: str) -> MethodInfo:
-    """Look up a method by key; unknown keys raise ``KeyError`` naming the closest keys."""
+    """Look up a method by key; unknown keys raise ``KeyError`` naming the closest keys.
+
+    Args:
+        name: the registry key (e.g. ``"kl_cov"``).
+
+    Returns:
+        The method's :class:`MethodInfo` (name, factory, paper, kind).
+    """
     return lookup(REGISTRY, name, "method")
 
 
@@ -76,7 +104,12 @@ def _section(doc: str, title: str, joiner: str = " ") -> str:
 def methods_table() -> str:
     """Markdown table of every registered method: key, kind, paper, function, formula, defaults.
 
-    Import ``entropix.losses`` first so every module has registered its methods.
+    Import ``entropix.losses`` and ``entropix.rl`` first so every module has registered its
+    methods.
+
+    Returns:
+        The table as markdown text, one row per method sorted by kind then key, ending in a
+        newline (``docs/methods.md`` holds it verbatim).
     """
 
     def cell(text: str) -> str:

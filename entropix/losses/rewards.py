@@ -6,6 +6,7 @@ before advantages are computed. Entropies are treated as constants (rewards carr
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import masked_mean
 from entropix.losses.registry import register
@@ -22,7 +23,14 @@ def _check_reward_inputs(rewards, entropy, mask):
 
 
 @register("pear", paper="PEAR: Phase Entropy Aware Reward for Efficient Reasoning", kind="reward")
-def pear_rewards(rewards, entropy, mask, answer_mask, alpha: float = 1.0, beta: float = 0.5):
+def pear_rewards(
+    rewards: ArrayLike,
+    entropy: ArrayLike,
+    mask: ArrayLike,
+    answer_mask: ArrayLike,
+    alpha: float = 1.0,
+    beta: float = 0.5,
+) -> jax.Array:
     """PEAR: penalise thinking-phase entropy, tolerate answer-phase entropy, in the reward.
 
     Formula:
@@ -41,6 +49,17 @@ def pear_rewards(rewards, entropy, mask, answer_mask, alpha: float = 1.0, beta: 
 
     ``rewards`` [B], ``entropy`` / ``mask`` / ``answer_mask`` [B, T] (``answer_mask`` is 1 on
     answer-phase tokens). Returns the shaped rewards [B].
+
+    Args:
+        rewards: [B] float, the task reward of each response.
+        entropy: [B, T] float, per-token policy entropy (nats); no gradient.
+        mask: [B, T] 0/1 mask of the response tokens.
+        answer_mask: [B, T] 0/1, 1 on the answer-phase tokens (after ``</think>``).
+        alpha: weight of the thinking-entropy penalty.
+        beta: share of the answer-phase entropy tolerated before the penalty starts.
+
+    Returns:
+        float32 [B], the shaped rewards R'.
     """
     r, h = _check_reward_inputs(rewards, entropy, mask)
     check_mask(answer_mask, "answer_mask", h.shape)
@@ -51,7 +70,9 @@ def pear_rewards(rewards, entropy, mask, answer_mask, alpha: float = 1.0, beta: 
     return r - alpha * jnp.maximum(h_think - beta * h_answer, 0.0)
 
 
-def structural_entropy_score(entropy, mask, top_fraction: float = 0.2, stability: float = 1.0):
+def structural_entropy_score(
+    entropy: ArrayLike, mask: ArrayLike, top_fraction: float = 0.2, stability: float = 1.0
+) -> jax.Array:
     """R3 structural score per response: local exploration peaks minus global instability.
 
     Formula:
@@ -59,6 +80,15 @@ def structural_entropy_score(entropy, mask, top_fraction: float = 0.2, stability
         local  = mean of the top ceil(top_fraction * n) token entropies
         global = mean token entropy
         s = local - stability * global
+
+    Args:
+        entropy: [B, T] float, per-token policy entropy (nats).
+        mask: [B, T] 0/1 mask of the response tokens.
+        top_fraction: share of each response's tokens in the local peak mean, in (0, 1].
+        stability: weight of the global-instability term.
+
+    Returns:
+        float32 [B], the structural score s of each response.
     """
     check_mask(mask, "mask", jnp.shape(entropy))
     valid = mask.astype(bool)
@@ -76,14 +106,14 @@ def structural_entropy_score(entropy, mask, top_fraction: float = 0.2, stability
     kind="reward",
 )
 def r3_rewards(
-    rewards,
-    entropy,
-    mask,
-    group_ids,
+    rewards: ArrayLike,
+    entropy: ArrayLike,
+    mask: ArrayLike,
+    group_ids: ArrayLike,
     max_bonus: float = 0.1,
     success_threshold: float = 0.5,
     top_fraction: float = 0.2,
-):
+) -> jax.Array:
     """R3 ranking reward: order a group's failed responses by a structural entropy score.
 
     Formula:
@@ -103,6 +133,18 @@ def r3_rewards(
     correct response (reward 1) so ranking never overturns correctness.
 
     ``rewards`` [B], ``entropy`` / ``mask`` [B, T], ``group_ids`` [B]. Returns rewards' [B].
+
+    Args:
+        rewards: [B] float, the task reward of each response.
+        entropy: [B, T] float, per-token policy entropy (nats); no gradient.
+        mask: [B, T] 0/1 mask of the response tokens.
+        group_ids: [B] integer, the prompt group of each response.
+        max_bonus: bonus of the best-ranked failed response of a group.
+        success_threshold: a response with reward <= it counts as failed.
+        top_fraction: share of tokens in the score's local peak mean, in (0, 1].
+
+    Returns:
+        float32 [B], the shaped rewards R'.
     """
     r, h = _check_reward_inputs(rewards, entropy, mask)
     check_shape(group_ids, "group_ids", r.shape)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy.sort_keys import from_order_keys, order_keys
 from entropix.losses.batch import PolicyBatch
@@ -59,22 +60,41 @@ class Selector:
 
 
 def all_tokens() -> Selector:
-    """Every valid token (the identity selection)."""
+    """Every valid token (the identity selection).
+
+    Returns:
+        A :class:`Selector` named ``"all"`` selecting ``batch.mask > 0``.
+    """
     return Selector("all", lambda b: b.mask > 0)
 
 
 def positive_advantage() -> Selector:
-    """Tokens with advantage > 0."""
+    """Tokens with advantage > 0.
+
+    Returns:
+        A :class:`Selector` named ``"adv>0"`` selecting ``batch.advantages > 0``.
+    """
     return Selector("adv>0", lambda b: b.advantages > 0)
 
 
 def negative_advantage() -> Selector:
-    """Tokens with advantage < 0."""
+    """Tokens with advantage < 0.
+
+    Returns:
+        A :class:`Selector` named ``"adv<0"`` selecting ``batch.advantages < 0``.
+    """
     return Selector("adv<0", lambda b: b.advantages < 0)
 
 
-def valid_count(mask) -> jax.Array:
-    """Number of valid tokens N = sum(mask > 0) (int32 scalar, traced)."""
+def valid_count(mask: ArrayLike) -> jax.Array:
+    """Number of valid tokens N = sum(mask > 0) (int32 scalar, traced).
+
+    Args:
+        mask: validity mask of any shape (bool or numeric; > 0 counts).
+
+    Returns:
+        The int32 scalar count of valid entries.
+    """
     return jnp.sum(mask > 0).astype(jnp.int32)
 
 
@@ -112,7 +132,7 @@ def _kth_largest_key(keys, k, bits: int = 32) -> jax.Array:
     return jax.vmap(one)(k.reshape(-1)).reshape(k.shape)
 
 
-def top_k_mask(scores, valid, k) -> jax.Array:
+def top_k_mask(scores: ArrayLike, valid: ArrayLike, k: int | ArrayLike) -> jax.Array:
     """Bool mask of the ``k`` valid entries with the largest ``scores`` (any shape).
 
     ``k`` may be traced. Ties are broken by position (the earlier flat index wins), so the
@@ -120,6 +140,14 @@ def top_k_mask(scores, valid, k) -> jax.Array:
     descending argsort of the valid scores (NaN last), found without one:
     the k-th largest score by :func:`_kth_largest_key`, then, only when it is tied, the
     earliest tied positions by a second search over their indices.
+
+    Args:
+        scores: the values to rank, any shape (float; NaN ranks below every number).
+        valid: mask of the same shape (> 0 valid); invalid entries are never selected.
+        k: how many to select, an int or int32 scalar (may be traced); k <= 0 selects none.
+
+    Returns:
+        Bool array of ``scores.shape`` with ``min(k, number valid)`` True entries.
     """
     ok = valid.reshape(-1) > 0
     # invalid entries get key 0, below every valid one (a valid NaN gets 1, a valid -inf more)
@@ -144,11 +172,20 @@ def top_k_mask(scores, valid, k) -> jax.Array:
     return selected.reshape(scores.shape)
 
 
-def order_statistic(values, valid, rank) -> jax.Array:
+def order_statistic(values: ArrayLike, valid: ArrayLike, rank: int | ArrayLike) -> jax.Array:
     """The ``rank``-th smallest (0-based; int, any shape, traced) of ``values`` over the valid,
     non-NaN entries, as float32: ``jnp.sort(valid values)[rank]`` without the sort.
 
-    ``rank`` must lie in [0, n) for n such entries (the result is meaningless otherwise)."""
+    ``rank`` must lie in [0, n) for n such entries (the result is meaningless otherwise).
+
+    Args:
+        values: the values, any shape (cast to float32; NaN entries are skipped).
+        valid: mask of the same shape (> 0 valid).
+        rank: 0-based rank from the smallest, an int or int array of any shape (may be traced).
+
+    Returns:
+        Float32 array of ``rank``'s shape: the order statistic for each rank.
+    """
     x = jnp.asarray(values, jnp.float32).reshape(-1)
     ok = (valid.reshape(-1) > 0) & ~jnp.isnan(x)
     keys = jnp.where(ok, order_keys(x), jnp.uint32(0))  # 0 is below every valid key
@@ -156,12 +193,21 @@ def order_statistic(values, valid, rank) -> jax.Array:
     return from_order_keys(_kth_largest_key(keys, n - jnp.asarray(rank, jnp.int32)))
 
 
-def masked_quantile(values, valid, q) -> jax.Array:
+def masked_quantile(values: ArrayLike, valid: ArrayLike, q: float | ArrayLike) -> jax.Array:
     """The ``q`` quantile of ``values`` over the valid, non-NaN entries, float32: the same number
     as ``jnp.nanquantile(where(valid, values, nan), q)`` (numpy's default linear interpolation
     between order statistics, same arithmetic), NaN when none is valid. ``q`` may be a float
     (a scalar result) or a sequence of them (one result each, from one shared search): one
-    :func:`order_statistic` search for the lower order statistics, one pass for the next."""
+    :func:`order_statistic` search for the lower order statistics, one pass for the next.
+
+    Args:
+        values: the values, any shape (cast to float32; NaN entries are skipped).
+        valid: mask of the same shape (> 0 valid).
+        q: quantile level(s) in [0, 1], a float or a 1-D sequence of them.
+
+    Returns:
+        Float32 array of ``q``'s shape (a scalar for a float ``q``); NaN when nothing is valid.
+    """
     x = jnp.asarray(values, jnp.float32).reshape(-1)
     ok = (valid.reshape(-1) > 0) & ~jnp.isnan(x)
     count = jnp.sum(ok, dtype=jnp.float32)
@@ -180,17 +226,33 @@ def masked_quantile(values, valid, q) -> jax.Array:
     return jnp.where(count > 0, result, jnp.nan)
 
 
-def fraction_count(fraction, n) -> jax.Array:
-    """k = max(1, floor(fraction * n)) as int32 (0 when n = 0): how many tokens a ratio picks."""
+def fraction_count(fraction: float | ArrayLike, n: jax.Array) -> jax.Array:
+    """k = max(1, floor(fraction * n)) as int32 (0 when n = 0): how many tokens a ratio picks.
+
+    Args:
+        fraction: share of the tokens to pick, in [0, 1] (a float or float scalar array).
+        n: integer scalar array, the number of valid tokens (e.g. :func:`valid_count`).
+
+    Returns:
+        The int32 scalar count k.
+    """
     k = jnp.floor(jnp.float32(fraction) * n.astype(jnp.float32)).astype(jnp.int32)
     return jnp.where(n > 0, jnp.maximum(k, 1), 0)
 
 
-def quantile_mask(values, valid, q) -> jax.Array:
+def quantile_mask(values: ArrayLike, valid: ArrayLike, q: float | ArrayLike) -> jax.Array:
     """Bool mask of valid entries with ``values >= quantile_q(values over valid)``.
 
     The quantile interpolates linearly between order statistics (numpy's default method),
     computed over the valid entries only; nothing is selected when nothing is valid.
+
+    Args:
+        values: the values, any shape (cast to float32).
+        valid: mask of the same shape (> 0 valid); invalid entries are never selected.
+        q: quantile level in [0, 1] (float or float scalar array).
+
+    Returns:
+        Bool array of ``values.shape``.
     """
     valid = valid > 0
     x = jnp.asarray(values, jnp.float32)

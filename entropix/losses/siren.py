@@ -24,7 +24,15 @@ def _peak(entropy, valid, quantile: float):
 
 
 def peak_entropy_mask(quantile: float = 0.8, top_p: float = 0.8) -> Selector:
-    """Tokens whose top-p entropy is at or above the ``quantile`` of the batch's valid tokens."""
+    """Tokens whose top-p entropy is at or above the ``quantile`` of the batch's valid tokens.
+
+    Args:
+        quantile: the batch quantile level in [0, 1] a token's entropy must reach.
+        top_p: nucleus mass in (0, 1] over which the entropy is taken.
+
+    Returns:
+        A :class:`Selector` named ``"peak<quantile>"`` that needs ``logits``.
+    """
     check_fraction(quantile, "quantile")
 
     def fn(batch: PolicyBatch):
@@ -58,6 +66,15 @@ def siren(coef: float = 5e-3, top_p: float = 0.8, quantile: float = 0.8) -> Term
     loss and its gradient are 0: the first step's Hbar is the initial policy's. Needs
     ``batch.logits``. Hbar is a token-mean over M whatever the
     composed aggregation mode (our choice; the objective's own aggregation is unaffected).
+
+    Args:
+        coef: > 0, the regulariser weight.
+        top_p: nucleus mass in (0, 1] of the top-p entropy.
+        quantile: peak-mask quantile level in [0, 1].
+
+    Returns:
+        A scalar :class:`Term` named ``"siren"`` (needs ``logits`` and the ``entropy_anchor``
+        control) with metrics ``entropy`` (Hbar) and ``selected_fraction``.
     """
     check_positive(coef, "coef")
     check_fraction(top_p, "top_p")

@@ -41,6 +41,16 @@ def spine(
     of the forking tokens' entropy, or an absolute ``band=(h_lo, h_hi)`` in nats; a squared
     hinge; coef = 0.01. Restrict the policy-gradient term the same way:
     ``ppo_clip().where(forking_tokens(rho))``. Needs ``batch.entropy`` with gradient.
+
+    Args:
+        coef: > 0, the regulariser weight.
+        rho: fraction of the valid tokens that are forking tokens, 0 < rho <= 1.
+        band_quantiles: (lo, hi) quantile levels, 0 <= lo <= hi <= 1, of the batch band.
+        band: absolute (h_lo, h_hi) band in nats, h_lo <= h_hi; None for the quantile band.
+
+    Returns:
+        A per-token :class:`Term` named ``"spine"`` restricted to the forking tokens, with
+        metrics ``band_low`` and ``band_high``.
     """
     check_positive(coef, "coef")
     q_lo, q_hi = band_quantiles

@@ -12,6 +12,7 @@ by a linear map of |Omega| onto [w_min, w_max] across the batch.
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import masked_mean
 from entropix.losses.batch import PolicyBatch
@@ -21,8 +22,20 @@ from entropix.losses.registry import register
 from entropix.validation import check_mask, check_positive
 
 
-def entropy_change_score(logp, old_logp, advantages, entropy):
-    """Omega = (A / pi_old) p (1 - p) (log p + H), p = exp(logp); inputs [B, T], no gradient."""
+def entropy_change_score(
+    logp: ArrayLike, old_logp: ArrayLike, advantages: ArrayLike, entropy: ArrayLike
+) -> jax.Array:
+    """Omega = (A / pi_old) p (1 - p) (log p + H), p = exp(logp); inputs [B, T], no gradient.
+
+    Args:
+        logp: [B, T] float, the sampled tokens' log-probs under the current policy.
+        old_logp: [B, T] float, their log-probs under the behaviour policy.
+        advantages: [B, T] float, per-token advantages.
+        entropy: [B, T] float, per-token policy entropy (nats).
+
+    Returns:
+        float32 [B, T], the score Omega (stop-gradient).
+    """
     logp, old_logp, advantages, entropy = (
         jax.lax.stop_gradient(jnp.asarray(x, jnp.float32))
         for x in (logp, old_logp, advantages, entropy)
@@ -32,7 +45,9 @@ def entropy_change_score(logp, old_logp, advantages, entropy):
     return advantages / old_p * p * (1.0 - p) * (jnp.log(p) + entropy)
 
 
-def steer_token_weights(score, mask, w_min: float = 0.8, w_max: float = 1.2):
+def steer_token_weights(
+    score: jax.Array, mask: ArrayLike, w_min: float = 0.8, w_max: float = 1.2
+) -> jax.Array:
     """Map |Omega| linearly onto [w_max, w_min] over the valid tokens (largest |Omega| -> w_min).
 
     Formula:
@@ -40,6 +55,15 @@ def steer_token_weights(score, mask, w_min: float = 0.8, w_max: float = 1.2):
         w = w_max - (a - a_lo) * (w_max - w_min) / (a_hi - a_lo)
         w = (w_min + w_max) / 2 when a_hi = a_lo
         w = 0 on padding
+
+    Args:
+        score: [B, T] float, the score Omega (:func:`entropy_change_score`).
+        mask: [B, T] 0/1 mask of the tokens the range is taken over.
+        w_min: weight of the largest |Omega|, 0 <= w_min <= w_max.
+        w_max: weight of the smallest |Omega|.
+
+    Returns:
+        float32 [B, T], the weights w in [w_min, w_max] (0 on padding).
     """
     if not 0.0 <= w_min <= w_max:
         raise ValueError(f"need 0 <= w_min <= w_max; got w_min={w_min}, w_max={w_max}")
@@ -82,6 +106,17 @@ def steer(
     Defaults: w in [0.8, 1.2] with the linear map, dual clip c = 3 (the authors' release);
     eps_low = 0.2, eps_high = 0.28 follow this library's ppo_clip. Needs ``batch.entropy``.
     Metrics: ``weight_mean``, ``weight_min``, ``clip_fraction``.
+
+    Args:
+        w_min: weight of the token with the largest |Omega|, 0 <= w_min <= w_max.
+        w_max: weight of the token with the smallest |Omega|.
+        eps_low: lower clip width, > 0.
+        eps_high: upper clip width, > 0.
+        dual_clip: dual-clip constant c > 1, or None for no dual clip.
+        coef: weight of the term in the composed loss.
+
+    Returns:
+        A per-token :class:`Term` named ``"steer"``.
     """
     check_positive(eps_low, "eps_low")
     check_positive(eps_high, "eps_high")

@@ -6,8 +6,11 @@ of a (CLIP-like) classifier's predictions, and in ADTE gives every class l its o
 derived from the estimated label bias of the test stream. Inputs are logits ``[B, C]``.
 """
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import log_softmax, tsallis_entropy
 from entropix.losses.registry import register
@@ -24,13 +27,20 @@ def _expm1_over_x(x):
     return jnp.where(small, 1.0 + 0.5 * x, jnp.expm1(safe) / safe)
 
 
-def classwise_tsallis_entropy(logits, q):
+def classwise_tsallis_entropy(logits: ArrayLike, q: ArrayLike) -> jax.Array:
     """Tsallis entropy with one index per class: sum_l (p_l^{q_l} - p_l) / (1 - q_l).
 
     Formula:
         (p = softmax(z); exact and cancellation-free for every q_l, Shannon at q_l = 1)
         S(p) = sum_l -p_l log p_l * expm1(x_l) / x_l,   x_l = (q_l - 1) log p_l
     With all q_l = q it equals the Tsallis entropy (1 - sum p^q) / (q - 1). ``q`` is [C].
+
+    Args:
+        logits: [B, C] float classifier logits.
+        q: [C] float, the Tsallis index of each class (> 0).
+
+    Returns:
+        float32 [B], the class-wise Tsallis entropy of each sample's prediction.
     """
     num_classes = check_logits(logits)
     check_floating(q, "q")
@@ -47,7 +57,7 @@ def classwise_tsallis_entropy(logits, q):
     paper="Adaptive Debiasing Tsallis Entropy for Test-Time Adaptation",
     kind="tta",
 )
-def tsallis_tta(q: float = 0.5):
+def tsallis_tta(q: float = 0.5) -> Callable[[jax.Array], tuple[jax.Array, dict]]:
     """Tsallis entropy minimisation: Tent with the Tsallis entropy S_q in place of Shannon's.
 
     Formula:
@@ -58,6 +68,13 @@ def tsallis_tta(q: float = 0.5):
 
     Defaults: q = 0.5. The paper finds q < 1 selects more reliable confident views than Shannon
     entropy but tunes q per setting; 0.5 is our choice. Returns ``loss_fn(logits[B, C])``.
+
+    Args:
+        q: > 0, the Tsallis index.
+
+    Returns:
+        ``loss_fn(logits)``: logits [B, C] float -> (float32 scalar loss,
+        ``{"tsallis_entropy"}``).
     """
     check_positive(q, "q")
 
@@ -69,7 +86,9 @@ def tsallis_tta(q: float = 0.5):
     return loss_fn
 
 
-def estimate_label_bias(bank_probs, bank_valid, iterations: int = 100):
+def estimate_label_bias(
+    bank_probs: ArrayLike, bank_valid: ArrayLike, iterations: int = 100
+) -> jax.Array:
     """ADTE label-bias estimate: stationary vector of the memory bank's confusion matrix.
 
     Formula:
@@ -82,6 +101,14 @@ def estimate_label_bias(bank_probs, bank_valid, iterations: int = 100):
     with samples whose top-1/top-2 logit gap exceeds 1 and runs the power iteration to
     convergence; we run a fixed number of steps so it is jit-able. Columns of P sum to 1, so b
     stays a distribution.
+
+    Args:
+        bank_probs: [C, M, C] float, the stored probability vectors per pseudo class.
+        bank_valid: [C, M] 0/1 mask of the filled slots.
+        iterations: number N of power-iteration steps (>= 0).
+
+    Returns:
+        float32 [C], the label-bias estimate b (a distribution over classes).
     """
     check_floating(bank_probs, "bank_probs")
     check_rank(bank_probs, "bank_probs", 3)
@@ -99,12 +126,19 @@ def estimate_label_bias(bank_probs, bank_valid, iterations: int = 100):
     return bias
 
 
-def adte_q(label_bias, q_min: float = 0.01):
+def adte_q(label_bias: ArrayLike, q_min: float = 0.01) -> jax.Array:
     """Per-class Tsallis index from the label bias: q_l = clip(b_l / max_k b_k, q_min, 1).
 
     Our reading of ADTE's "q^l derived by normalising the estimated label bias": the most
     over-predicted (head) class keeps q = 1 (Shannon) and rarer classes get q < 1, the regime
     the paper finds more reliable; ``q_min`` keeps q positive.
+
+    Args:
+        label_bias: [C] float, the label-bias estimate (see :func:`estimate_label_bias`).
+        q_min: > 0, the smallest index a class gets.
+
+    Returns:
+        float32 [C], the per-class index q in [q_min, 1].
     """
     check_floating(label_bias, "label_bias")
     check_rank(label_bias, "label_bias", 1)
@@ -118,7 +152,7 @@ def adte_q(label_bias, q_min: float = 0.01):
     paper="Adaptive Debiasing Tsallis Entropy for Test-Time Adaptation",
     kind="tta",
 )
-def adte(q_min: float = 0.01):
+def adte(q_min: float = 0.01) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, dict]]:
     """ADTE: minimise the class-wise Tsallis entropy with indices set by the estimated label bias.
 
     Formula:
@@ -134,6 +168,13 @@ def adte(q_min: float = 0.01):
     carries no gradient.
 
     Returns ``loss_fn(logits[B, C], label_bias[C]) -> (loss, {"adte_entropy", "q_mean"})``.
+
+    Args:
+        q_min: > 0, the smallest per-class Tsallis index.
+
+    Returns:
+        ``loss_fn(logits, label_bias)``: logits [B, C] float and the [C] label bias ->
+        (float32 scalar loss, metrics dict with ``adte_entropy`` and ``q_mean``).
     """
     check_positive(q_min, "q_min")
 
@@ -147,11 +188,18 @@ def adte(q_min: float = 0.01):
     return loss_fn
 
 
-def confident_view_mask(entropy, top_fraction: float = 0.1):
+def confident_view_mask(entropy: ArrayLike, top_fraction: float = 0.1) -> jax.Array:
     """Bool mask of the max(floor(N * top_fraction), 1) lowest-entropy entries of ``entropy`` [N].
 
     The confident-view selection of TPT / Zero that ADTE plugs its entropy into (default 10%).
     Ties are broken by position (stable sort).
+
+    Args:
+        entropy: [N] float, the entropy of each view.
+        top_fraction: share of the views kept, in (0, 1].
+
+    Returns:
+        Bool [N], True for the kept (most confident) views.
     """
     check_floating(entropy, "entropy")
     check_rank(entropy, "entropy", 1)

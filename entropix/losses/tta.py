@@ -8,16 +8,27 @@ The EATA and DeYO variants live in ``eata.py`` and ``deyo.py``; Tsallis variants
 """
 
 import math
+from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from entropix.entropy import shannon_entropy
 from entropix.losses.registry import register
 from entropix.validation import check_floating, check_positive, check_rank
 
 
-def check_logits(logits, name: str = "logits") -> int:
-    """Validate classifier logits [B, C] (floating, rank 2, C >= 2); return C."""
+def check_logits(logits: ArrayLike, name: str = "logits") -> int:
+    """Validate classifier logits [B, C] (floating, rank 2, C >= 2); return C.
+
+    Args:
+        logits: the array to check, expected [B, C] floating.
+        name: how the error messages name the array.
+
+    Returns:
+        The number of classes C.
+    """
     check_floating(logits, name)
     check_rank(logits, name, 2)
     num_classes = logits.shape[-1]
@@ -26,8 +37,16 @@ def check_logits(logits, name: str = "logits") -> int:
     return num_classes
 
 
-def selected_mean(values, selected):
-    """Mean of ``values`` over ``selected`` entries (bool); 0 when nothing is selected."""
+def selected_mean(values: ArrayLike, selected: ArrayLike) -> jax.Array:
+    """Mean of ``values`` over ``selected`` entries (bool); 0 when nothing is selected.
+
+    Args:
+        values: float array, e.g. per-sample entropies [B].
+        selected: bool array of the same shape, the entries averaged.
+
+    Returns:
+        The float scalar mean (0 when nothing is selected).
+    """
     w = selected.astype(jnp.float32)
     count = jnp.sum(w)
     return jnp.where(count > 0, jnp.sum(values * w) / jnp.maximum(count, 1.0), 0.0)
@@ -38,7 +57,7 @@ def selected_mean(values, selected):
     paper="Tent: Fully Test-time Adaptation by Entropy Minimization",
     kind="tta",
 )
-def tent(temperature: float = 1.0):
+def tent(temperature: float = 1.0) -> Callable[[jax.Array], tuple[jax.Array, dict]]:
     """Tent: minimise the mean Shannon entropy of the model's test-batch predictions.
 
     Formula:
@@ -51,6 +70,12 @@ def tent(temperature: float = 1.0):
     on ImageNet; which parameters to adapt is the caller's choice (differentiate w.r.t. them).
 
     Returns ``loss_fn(logits[B, C]) -> (loss, {"entropy"})``.
+
+    Args:
+        temperature: > 0, the softmax temperature T.
+
+    Returns:
+        ``loss_fn(logits)``: logits [B, C] float -> (float32 scalar loss, ``{"entropy"}``).
     """
     check_positive(temperature, "temperature")
 
@@ -67,7 +92,7 @@ def tent(temperature: float = 1.0):
     paper="Towards Stable Test-Time Adaptation in Dynamic Wild World",
     kind="tta",
 )
-def sar(margin_factor: float = 0.4):
+def sar(margin_factor: float = 0.4) -> Callable[[jax.Array], tuple[jax.Array, dict]]:
     """SAR reliable entropy: entropy minimisation over low-entropy samples only.
 
     Formula:
@@ -82,6 +107,13 @@ def sar(margin_factor: float = 0.4):
     point; its model-recovery rule is :func:`sar_reset_check`.
 
     Returns ``loss_fn(logits[B, C]) -> (loss, {"entropy", "selected_fraction"})``.
+
+    Args:
+        margin_factor: > 0, the entropy margin E0 as a fraction of ln C.
+
+    Returns:
+        ``loss_fn(logits)``: logits [B, C] float -> (float32 scalar loss, metrics dict with
+        ``entropy`` (mean over all samples) and ``selected_fraction``).
     """
     check_positive(margin_factor, "margin_factor")
 
@@ -99,7 +131,9 @@ def sar(margin_factor: float = 0.4):
     return loss_fn
 
 
-def sar_reset_check(loss_ema, loss, momentum: float = 0.9, reset_constant: float = 0.2):
+def sar_reset_check(
+    loss_ema: ArrayLike, loss: ArrayLike, momentum: float = 0.9, reset_constant: float = 0.2
+) -> tuple[jax.Array, jax.Array]:
     """SAR model recovery: update the loss moving average and flag a reset to the source model.
 
     Formula:
@@ -112,6 +146,15 @@ def sar_reset_check(loss_ema, loss, momentum: float = 0.9, reset_constant: float
     reset the caller restores the source parameters and sets the average back to NaN.
 
     Returns ``(new_ema, reset)`` with ``reset`` a bool scalar.
+
+    Args:
+        loss_ema: the loss moving average e (scalar; NaN when there is no history yet).
+        loss: this step's loss (scalar).
+        momentum: moving-average momentum in [0, 1).
+        reset_constant: the average below which the model is reset.
+
+    Returns:
+        ``(new_ema, reset)``: the float32 scalar average e' and the bool scalar reset flag.
     """
     loss = jnp.asarray(loss, jnp.float32)
     loss_ema = jnp.asarray(loss_ema, jnp.float32)

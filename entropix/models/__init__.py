@@ -18,7 +18,7 @@ from entropix.models.kv_cache import KVCache
 from entropix.models.layers import RMSNorm, apply_rope, rope_cos_sin, rope_inv_freq
 from entropix.models.llama import PRESETS, Llama, LlamaConfig, LlamaOutput, get_preset
 from entropix.models.loaders import (
-    CheckpointError,
+    ModelFileError,
     config_from_gguf,
     config_from_hf,
     load_gguf,
@@ -34,6 +34,14 @@ from entropix.models.sigma_reparam import (
     power_iteration_step,
     spectral_state,
 )
+from entropix.models.steering import (
+    SteeredLlama,
+    SteeringConfig,
+    SteeringVector,
+    east,
+    entropy_direction,
+    residual_activations,
+)
 from entropix.models.tokenizer import (
     Tokenizer,
     load_tokenizer,
@@ -46,7 +54,7 @@ __all__ = [
     "NORMS",
     "PRESETS",
     "CNNClassifier",
-    "CheckpointError",
+    "ModelFileError",
     "KVCache",
     "Llama",
     "LlamaConfig",
@@ -55,11 +63,16 @@ __all__ = [
     "PowerIterate",
     "RMSNorm",
     "SigmaReparamLinear",
+    "SteeredLlama",
+    "SteeringConfig",
+    "SteeringVector",
     "Tokenizer",
     "apply_rope",
     "config_from_gguf",
     "config_from_hf",
     "config_to_hf",
+    "east",
+    "entropy_direction",
     "get_preset",
     "load_gguf",
     "load_hf",
@@ -73,6 +86,7 @@ __all__ = [
     "power_iteration_step",
     "rope_cos_sin",
     "rope_inv_freq",
+    "residual_activations",
     "save_pretrained",
     "spectral_state",
     "tokenizer_from_gguf",

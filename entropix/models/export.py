@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from entropix.models.hf_config import CheckpointError, config_to_hf, owner, tensor_names
+from entropix.models.hf_config import ModelFileError, config_to_hf, owner, tensor_names
 from entropix.models.llama import Llama
 from entropix.models.safetensors_io import INDEX_FILE, SafetensorsWriter
 from entropix.models.sigma_reparam import SigmaReparamLinear
@@ -35,7 +35,7 @@ TOKENIZER_FILES = (
 
 def _host(value, name: str) -> np.ndarray:
     if isinstance(value, jax.Array) and not value.is_fully_addressable:
-        raise CheckpointError(
+        raise ModelFileError(
             f"{name} is sharded over devices of other processes; gather it first "
             "(e.g. jax.experimental.multihost_utils.process_allgather) and export on one process"
         )
@@ -59,7 +59,7 @@ def _write_tokenizer(tokenizer, directory: Path) -> dict:
     if source is not None:
         source = Path(source)
         if not (source / "tokenizer.json").exists():
-            raise CheckpointError(f"{source}: tokenizer.json not found")
+            raise ModelFileError(f"{source}: tokenizer.json not found")
         for file in TOKENIZER_FILES:
             if (source / file).exists():
                 shutil.copyfile(source / file, directory / file)
@@ -91,7 +91,7 @@ def _write_tokenizer(tokenizer, directory: Path) -> dict:
 
 def save_pretrained(
     model: Llama,
-    directory,
+    directory: str | Path,
     *,
     tokenizer: "Tokenizer | str | Path | None" = None,
     dtype: str | None = None,
@@ -100,8 +100,21 @@ def save_pretrained(
     """Write ``model`` (+ ``tokenizer``) as a transformers checkpoint directory; returns it.
 
     ``dtype`` ("float32", "bfloat16", "float16"; default the model's ``param_dtype``) is the
-    storage dtype of the safetensors. Raises ``CheckpointError`` when no transformers family
+    storage dtype of the safetensors. Raises ``ModelFileError`` when no transformers family
     computes the model's config (e.g. q/k/v bias with q/k norm but no o bias).
+
+    Args:
+        model: the decoder to export (its parameters must be addressable from this process).
+        directory: where to write; created (with parents) if missing, files overwritten.
+        tokenizer: a tokenizer directory, or a :class:`Tokenizer`, whose files are written
+            too and whose bos/eos/pad ids go into ``config.json``; None for weights only.
+        dtype: storage dtype name of the safetensors ("float32", "bfloat16", "float16");
+            None for the model's ``param_dtype``.
+        max_shard_bytes: largest safetensors file before the weights are split into shards;
+            default 5 GiB.
+
+    Returns:
+        ``directory`` as a ``Path``.
     """
     config = model.config
     dtype = np.dtype(jax.numpy.dtype(dtype or config.param_dtype))

@@ -16,17 +16,22 @@ Families (``model_type``) and what they switch on in the one decoder (``llama.py
 
 Every key of ``config.json`` is either read, or known not to change the function the model
 computes (token ids, dtype, cache and output switches, generation defaults, ...); any other key,
-and any value of a read key that is not implemented, is refused with a ``CheckpointError``
+and any value of a read key that is not implemented, is refused with a ``ModelFileError``
 naming the key and the value. Nothing that changes the maths is silently ignored.
 """
 
 import dataclasses
+from typing import Any
 
-from entropix.models.llama import LlamaConfig
+from flax import nnx
+
+from entropix.models.llama import Llama, LlamaConfig
 
 
-class CheckpointError(ValueError):
-    """A checkpoint could not be loaded; the message names the file and the problem."""
+class ModelFileError(ValueError):
+    """A model file (weights, config or tokenizer) could not be loaded or written; the message
+    names the file and the problem. (Training checkpoints raise
+    ``entropix.train.CheckpointError``.)"""
 
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
@@ -92,7 +97,7 @@ _ROPE_KEYS = {
 
 
 def _refuse(source: str, key: str, value, why: str = "is not implemented"):
-    raise CheckpointError(f"{source}: {key}={value!r} {why}")
+    raise ModelFileError(f"{source}: {key}={value!r} {why}")
 
 
 def _rope_fields(hf: dict, source: str) -> dict:
@@ -147,15 +152,23 @@ def _qwen_window(hf: dict, source: str) -> int | None:
     return int(window)
 
 
-def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> LlamaConfig:
+def config_from_hf(hf: dict, source: str = "config.json", **overrides: Any) -> LlamaConfig:
     """``LlamaConfig`` from a Hugging Face ``config.json`` dict (llama, mistral, qwen2, qwen3).
 
-    ``overrides`` replace config fields (e.g. ``dtype="bfloat16"``). Raises ``CheckpointError``
+    ``overrides`` replace config fields (e.g. ``dtype="bfloat16"``). Raises ``ModelFileError``
     naming the key and value of anything that would change the maths and is not implemented.
+
+    Args:
+        hf: the parsed ``config.json`` (transformers v4 or v5 field names).
+        source: what to call the file in error messages; default "config.json".
+        **overrides: ``LlamaConfig`` fields to replace, by name.
+
+    Returns:
+        The decoder config computing the same function as the checkpoint's architecture.
     """
     model_type = hf.get("model_type")
     if model_type not in FAMILIES:
-        raise CheckpointError(
+        raise ModelFileError(
             f"{source}: model_type {model_type!r} is not a Llama-family decoder "
             f"(supported: {', '.join(FAMILIES)})"
         )
@@ -210,14 +223,21 @@ def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> LlamaC
     try:
         return LlamaConfig(**{**fields, **overrides})
     except ValueError as error:
-        raise CheckpointError(f"{source}: {error}") from error
+        raise ModelFileError(f"{source}: {error}") from error
 
 
 def hf_model_type(config: LlamaConfig) -> str:
-    """The transformers family that computes exactly ``config`` (``CheckpointError`` if none)."""
+    """The transformers family that computes exactly ``config`` (``ModelFileError`` if none).
+
+    Args:
+        config: the decoder config to match.
+
+    Returns:
+        The ``model_type``: one of :data:`FAMILIES` ("llama", "mistral", "qwen2", "qwen3").
+    """
     c = config
     if c.rope_freq_factors is not None:
-        raise CheckpointError(
+        raise ModelFileError(
             "rope_freq_factors (a GGUF rope_freqs tensor) has no Hugging Face config equivalent"
         )
     if c.qk_norm and c.qkv_bias == c.o_bias and not c.mlp_bias:
@@ -232,14 +252,23 @@ def hf_model_type(config: LlamaConfig) -> str:
         return "mistral"
     if not c.qk_norm and c.sliding_window is None and c.qkv_bias == c.o_bias:
         return "llama"
-    raise CheckpointError(
+    raise ModelFileError(
         f"no Hugging Face family has qkv_bias={c.qkv_bias}, o_bias={c.o_bias}, "
         f"mlp_bias={c.mlp_bias}, qk_norm={c.qk_norm}, sliding_window={c.sliding_window}"
     )
 
 
 def config_to_hf(config: LlamaConfig, dtype: str | None = None) -> dict:
-    """A transformers (v5 field names) ``config.json`` dict computing the same function."""
+    """A transformers (v5 field names) ``config.json`` dict computing the same function.
+
+    Args:
+        config: the decoder config to describe (``ModelFileError`` if no family computes it).
+        dtype: the ``"dtype"`` entry (storage dtype name); None for ``config.param_dtype``.
+
+    Returns:
+        A JSON-ready dict: ``architectures``, ``model_type``, sizes, ``rope_parameters`` and
+        the family's bias / head_dim / sliding-window keys.
+    """
     c = config
     model_type = hf_model_type(c)
     rope = {"rope_type": c.rope_type, "rope_theta": c.rope_theta}
@@ -304,8 +333,16 @@ _ATTN = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "
 _MLP = {"gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
 
 
-def owner(model, name: TensorName):
-    """The module of ``model`` that holds parameter ``name`` (its attribute ``name.path[-1]``)."""
+def owner(model: Llama, name: TensorName) -> nnx.Module:
+    """The module of ``model`` that holds parameter ``name`` (its attribute ``name.path[-1]``).
+
+    Args:
+        model: the decoder holding the parameter.
+        name: the parameter, as listed by :func:`tensor_names` for ``model.config``.
+
+    Returns:
+        The submodule reached by ``name.path[:-1]`` (e.g. ``model.layers[3].attn.q_proj``).
+    """
     module = model
     for part in name.path[:-1]:
         module = module[part] if isinstance(part, int) else getattr(module, part)
@@ -335,7 +372,15 @@ def _layer_names(c: LlamaConfig, i: int, add) -> None:
 
 
 def tensor_names(config: LlamaConfig) -> list[TensorName]:
-    """Every parameter of a ``Llama(config)`` with its HF and GGUF names, in file order."""
+    """Every parameter of a ``Llama(config)`` with its HF and GGUF names, in file order.
+
+    Args:
+        config: the decoder config (its biases, q/k norms and tied embedding decide the list).
+
+    Returns:
+        One :class:`TensorName` per parameter: embedding, then each block's, then the final
+        norm and (untied only) the output head.
+    """
     names = []
 
     def add(path, hf, gguf, kernel=False):

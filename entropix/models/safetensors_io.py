@@ -15,10 +15,12 @@ device (an accelerator on a GPU host) before it could be placed on a mesh.
 
 import json
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+from numpy.typing import DTypeLike
 
 DTYPES = {
     "F64": np.dtype(np.float64),
@@ -38,8 +40,16 @@ _NAMES = {dtype: name for name, dtype in DTYPES.items()}
 INDEX_FILE = "model.safetensors.index.json"
 
 
-def read_header(path) -> tuple[dict, int]:
-    """(header dict without ``__metadata__``, byte offset of the data buffer) of one file."""
+def read_header(path: str | Path) -> tuple[dict, int]:
+    """(header dict without ``__metadata__``, byte offset of the data buffer) of one file.
+
+    Args:
+        path: a ``.safetensors`` file (``ValueError`` if it is not one).
+
+    Returns:
+        ``(header, start)``: ``{name: {"dtype", "shape", "data_offsets"}}`` and the absolute
+        byte offset where the data buffer begins (8 + header size).
+    """
     path = Path(path)
     with path.open("rb") as handle:
         raw = handle.read(8)
@@ -57,7 +67,7 @@ def read_header(path) -> tuple[dict, int]:
 class SafetensorsDirectory:
     """The tensors of a checkpoint directory: one ``*.safetensors`` file, several, or an index."""
 
-    def __init__(self, directory):
+    def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         index = self.directory / INDEX_FILE
         if index.exists():
@@ -78,19 +88,48 @@ class SafetensorsDirectory:
         return name in self.entries
 
     def names(self) -> list[str]:
+        """Every tensor name in the directory's files.
+
+        Returns:
+            The names in file order (files sorted by name).
+        """
         return list(self.entries)
 
     def shape(self, name: str) -> tuple[int, ...]:
+        """The stored shape of tensor ``name``.
+
+        Args:
+            name: a tensor name (``KeyError`` if absent).
+
+        Returns:
+            The shape as in the file (HF linear weights are [out, in]).
+        """
         return tuple(self.entries[name][1]["shape"])
 
     def dtype(self, name: str) -> np.dtype:
+        """The numpy dtype of tensor ``name`` (``ValueError`` for a dtype not in ``DTYPES``).
+
+        Args:
+            name: a tensor name (``KeyError`` if absent).
+
+        Returns:
+            The dtype (bf16 and fp8 via ``ml_dtypes``).
+        """
         kind = self.entries[name][1]["dtype"]
         if kind not in DTYPES:
             raise ValueError(f"{self.entries[name][0]}: tensor {name!r} has dtype {kind}")
         return DTYPES[kind]
 
-    def read(self, name: str, index=None) -> np.ndarray:
-        """A copy of ``tensor[index]`` (``index``: a tuple of slices; None = everything)."""
+    def read(self, name: str, index: tuple[slice, ...] | None = None) -> np.ndarray:
+        """A copy of ``tensor[index]`` (``index``: a tuple of slices; None = everything).
+
+        Args:
+            name: a tensor name (``KeyError`` if absent).
+            index: one slice per axis of the stored tensor; None for the whole tensor.
+
+        Returns:
+            A fresh host array of the file's dtype (not a view of the file).
+        """
         file, entry, start = self.entries[name]
         shape, dtype = self.shape(name), self.dtype(name)
         begin, end = entry["data_offsets"]
@@ -116,7 +155,7 @@ class SafetensorsWriter:
     """Writes one safetensors file tensor by tensor: ``add(name, shape, dtype)`` for each, then
     ``write(name, array)`` in the same order (the header needs every shape up front)."""
 
-    def __init__(self, path, metadata: dict | None = None):
+    def __init__(self, path: str | Path, metadata: dict | None = None):
         self.path = Path(path)
         self.metadata = {"format": "pt", **(metadata or {})}
         self.header: dict[str, dict] = {}
@@ -124,7 +163,14 @@ class SafetensorsWriter:
         self.handle = None
         self.pending: list[str] = []
 
-    def add(self, name: str, shape, dtype) -> None:
+    def add(self, name: str, shape: Sequence[int], dtype: DTypeLike) -> None:
+        """Declare the next tensor (before any ``write``).
+
+        Args:
+            name: the tensor name in the header.
+            shape: its shape as stored.
+            dtype: its numpy dtype; must be one of ``DTYPES``' values.
+        """
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         entry = {"dtype": _NAMES[dtype], "shape": [int(s) for s in shape]}
@@ -140,6 +186,12 @@ class SafetensorsWriter:
         self.handle.write(struct.pack("<Q", len(text)) + text)
 
     def write(self, name: str, array: np.ndarray) -> None:
+        """Append the data of the next declared tensor (the first ``write`` writes the header).
+
+        Args:
+            name: the tensor, in the order of the ``add`` calls (``ValueError`` otherwise).
+            array: its values, of the declared shape (cast to the declared dtype).
+        """
         if self.handle is None:
             self._open()
         if not self.pending or self.pending[0] != name:
@@ -152,6 +204,7 @@ class SafetensorsWriter:
         self.pending.pop(0)
 
     def close(self) -> None:
+        """Finish the file (``ValueError`` if a declared tensor was never written)."""
         if self.pending:
             raise ValueError(f"{self.path}: tensors never written: {self.pending[:4]}")
         if self.handle is None:

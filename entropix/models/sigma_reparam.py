@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.typing import ArrayLike
 
 
 class PowerIterate(nnx.Variable):
@@ -31,10 +32,22 @@ def _normalize(x, eps: float = 1e-12):
     return x / jnp.maximum(jnp.linalg.norm(x), eps)
 
 
-def power_iteration_step(kernel, u, v):
+def power_iteration_step(
+    kernel: ArrayLike, u: ArrayLike, v: ArrayLike
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One power-iteration step on kernel [in, out]: returns (u', v', sigma), no gradient to u, v.
 
     v' = normalize(W u), u' = normalize(W^T v'), sigma = v'^T W u' (gradient flows to W only).
+
+    Args:
+        kernel: W, the [in, out] weight (any float dtype; the step runs in float32).
+        u: float32 [out] current right singular-vector estimate.
+        v: float32 [in] current left singular-vector estimate (unused by the step itself: v'
+            is computed from u; kept so the state is passed whole).
+
+    Returns:
+        ``(u', v', sigma)``: float32 unit vectors [out] and [in] (gradient stopped) and the
+        float32 scalar spectral-norm estimate v'^T W u'.
     """
     w = jax.lax.stop_gradient(kernel.astype(jnp.float32))
     v_new = _normalize(w @ u)
@@ -44,11 +57,18 @@ def power_iteration_step(kernel, u, v):
     return u_new, v_new, sigma
 
 
-def spectral_state(kernel) -> dict[str, np.ndarray]:
+def spectral_state(kernel: ArrayLike) -> dict[str, np.ndarray]:
     """Exact sigmaReparam state for a given kernel [in, out] so that W_hat == kernel.
 
     Uses the SVD: u, v = leading right/left singular vectors, gamma = sigma_max(W). Loaders use
     it to put pretrained weights into a sigmaReparam model without changing its function.
+
+    Args:
+        kernel: the [in, out] weight to reproduce (SVD computed in float64 on the host).
+
+    Returns:
+        float32 numpy arrays by variable name: ``"kernel"`` [in, out], ``"gamma"`` (scalar),
+        ``"u"`` [out] and ``"v"`` [in].
     """
     w = np.asarray(kernel, np.float64)
     left, singular, right_t = np.linalg.svd(w, full_matrices=False)
@@ -89,13 +109,24 @@ class SigmaReparamLinear(nnx.Module):
         self.u = PowerIterate(_normalize(jax.random.normal(key_u, (out_features,), jnp.float32)))
         self.v = PowerIterate(_normalize(jax.random.normal(key_v, (in_features,), jnp.float32)))
 
-    def sigma(self):
-        """Current spectral-norm estimate v^T W u with the stored u, v (no state change)."""
+    def sigma(self) -> jax.Array:
+        """Current spectral-norm estimate v^T W u with the stored u, v (no state change).
+
+        Returns:
+            float32 scalar; gradient flows to the kernel only.
+        """
         u, v = jax.lax.stop_gradient(self.u[...]), jax.lax.stop_gradient(self.v[...])
         return v @ self.kernel[...].astype(jnp.float32) @ u
 
-    def effective_kernel(self, update: bool = False):
-        """W_hat = gamma / sigma * W; with ``update`` first take one power-iteration step."""
+    def effective_kernel(self, update: bool = False) -> jax.Array:
+        """W_hat = gamma / sigma * W; with ``update`` first take one power-iteration step.
+
+        Args:
+            update: whether to refine and store u, v first (training); default False.
+
+        Returns:
+            [in, out] W_hat in the kernel's dtype (scaled in float32).
+        """
         kernel = self.kernel[...]
         if update:
             u, v, sigma = power_iteration_step(kernel, self.u[...], self.v[...])

@@ -23,11 +23,16 @@ filter that is ``json.dumps`` (no HTML escaping, ``ensure_ascii=False``); the sp
 
 import dataclasses
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from entropix.models.loaders import CheckpointError, open_gguf
+from entropix.models.loaders import ModelFileError, open_gguf
+
+if TYPE_CHECKING:
+    import gguf
 
 _CONTROL, _USER_DEFINED = 3, 4
 _PRE_TOKENIZERS = ("default", "gpt2", "smollm")
@@ -50,14 +55,44 @@ class Tokenizer:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids of ``text`` (BOS added if the checkpoint asks for it)."""
+        """Token ids of ``text`` (BOS added if the checkpoint asks for it).
+
+        Args:
+            text: the string to tokenize.
+            add_special_tokens: whether the backend's post-processor may add BOS etc.;
+                default True.
+
+        Returns:
+            The token ids, in order.
+        """
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
 
-    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+        """The text of token ids.
+
+        Args:
+            ids: token ids (ints, or a 1-D integer array).
+            skip_special_tokens: whether special tokens (BOS, EOS, chat markers) are left out;
+                default True.
+
+        Returns:
+            The decoded string.
+        """
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
-    def encode_batch(self, texts, add_special_tokens: bool = True):
-        """Left-padded int32 ids [B, T] and bool mask [B, T] for ``generate``."""
+    def encode_batch(
+        self, texts: Sequence[str], add_special_tokens: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Left-padded int32 ids [B, T] and bool mask [B, T] for ``generate``.
+
+        Args:
+            texts: the B strings to tokenize.
+            add_special_tokens: as in :meth:`encode`; default True.
+
+        Returns:
+            ``(ids, mask)``: int32 [B, T] ids padded on the left with ``pad_id`` (0 when None)
+            and bool [B, T], True on real tokens; T = the longest row (at least 1).
+        """
         rows = [self.encode(t, add_special_tokens) for t in texts]
         width = max(1, max(len(r) for r in rows))
         pad = 0 if self.pad_id is None else self.pad_id
@@ -69,10 +104,21 @@ class Tokenizer:
                 mask[i, width - len(row) :] = True
         return ids, mask
 
-    def apply_chat_template(self, messages, add_generation_prompt: bool = True, **kwargs) -> str:
+    def apply_chat_template(
+        self, messages: Sequence[dict], add_generation_prompt: bool = True, **kwargs: Any
+    ) -> str:
         """Render ``messages`` ([{"role", "content"}]) with the checkpoint's chat template.
 
         ``kwargs`` become template variables (``tools``, ``enable_thinking``, ...).
+
+        Args:
+            messages: the conversation, dicts with ``"role"`` and ``"content"``.
+            add_generation_prompt: whether to end with the assistant turn's opening;
+                default True.
+            **kwargs: extra template variables.
+
+        Returns:
+            The rendered prompt text (``ValueError`` if the tokenizer has no chat template).
         """
         if not self.chat_template:
             raise ValueError("this tokenizer has no chat template")
@@ -120,7 +166,7 @@ def _byte_level_bpe(tokens, merges, pre: str, source: str):
     from tokenizers import decoders, models, pre_tokenizers
 
     if pre not in _PRE_TOKENIZERS:
-        raise CheckpointError(
+        raise ModelFileError(
             f"{source}: pre-tokenizer {pre!r} is not supported (supported: {_PRE_TOKENIZERS})"
         )
     vocab = {token: i for i, token in enumerate(tokens)}
@@ -137,8 +183,15 @@ def _byte_level_bpe(tokens, merges, pre: str, source: str):
     return backend
 
 
-def tokenizer_from_gguf(path_or_reader) -> Tokenizer:
-    """The tokenizer stored in a GGUF file's metadata (byte-level BPE only)."""
+def tokenizer_from_gguf(path_or_reader: "str | Path | gguf.GGUFReader") -> Tokenizer:
+    """The tokenizer stored in a GGUF file's metadata (byte-level BPE only).
+
+    Args:
+        path_or_reader: the ``.gguf`` file, or a reader from ``open_gguf``.
+
+    Returns:
+        The tokenizer with the file's BOS/EOS/pad ids and chat template (``source`` None).
+    """
     from tokenizers import AddedToken, processors
 
     if isinstance(path_or_reader, str | Path):
@@ -152,7 +205,7 @@ def tokenizer_from_gguf(path_or_reader) -> Tokenizer:
 
     kind = field("tokenizer.ggml.model")
     if kind != "gpt2":
-        raise CheckpointError(
+        raise ModelFileError(
             f"{source}: tokenizer model {kind!r} is not supported (only byte-level BPE 'gpt2')"
         )
     tokens = field("tokenizer.ggml.tokens")
@@ -183,14 +236,21 @@ def tokenizer_from_gguf(path_or_reader) -> Tokenizer:
     )
 
 
-def tokenizer_from_hf(directory) -> Tokenizer:
-    """``tokenizer.json`` (+ ``tokenizer_config.json`` for special tokens and chat template)."""
+def tokenizer_from_hf(directory: str | Path) -> Tokenizer:
+    """``tokenizer.json`` (+ ``tokenizer_config.json`` for special tokens and chat template).
+
+    Args:
+        directory: a Hugging Face checkpoint or tokenizer directory.
+
+    Returns:
+        The tokenizer, with ``source`` set to ``directory`` (its files are copied on export).
+    """
     from tokenizers import Tokenizer as Backend
 
     directory = Path(directory)
     path = directory / "tokenizer.json"
     if not path.exists():
-        raise CheckpointError(f"{path}: tokenizer.json not found")
+        raise ModelFileError(f"{path}: tokenizer.json not found")
     backend = Backend.from_file(str(path))
     config_path = directory / "tokenizer_config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
@@ -215,11 +275,18 @@ def tokenizer_from_hf(directory) -> Tokenizer:
     )
 
 
-def load_tokenizer(path) -> Tokenizer:
-    """``tokenizer_from_gguf`` for a ``.gguf`` file, ``tokenizer_from_hf`` for a directory."""
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """``tokenizer_from_gguf`` for a ``.gguf`` file, ``tokenizer_from_hf`` for a directory.
+
+    Args:
+        path: a ``.gguf`` file or a directory holding ``tokenizer.json``.
+
+    Returns:
+        The loaded tokenizer.
+    """
     path = Path(path)
     if path.suffix == ".gguf":
         return tokenizer_from_gguf(path)
     if path.is_dir():
         return tokenizer_from_hf(path)
-    raise CheckpointError(f"{path}: expected a .gguf file or a directory with tokenizer.json")
+    raise ModelFileError(f"{path}: expected a .gguf file or a directory with tokenizer.json")

@@ -1,7 +1,7 @@
 """Optimisation (layer 4): optax transforms and metric-driven controllers for entropy control.
 
 Optax ``GradientTransformationExtraArgs`` (compose with ``optax.chain``):
-:func:`sam`, :func:`sar` (need ``value_and_grad_fn``), :func:`safe_step` (needs
+:func:`sam`, :func:`sar_optimizer` (need ``value_and_grad_fn``), :func:`safe_step` (needs
 ``logits_fn``); the train step in ``entropix.train`` passes both extra arguments.
 
 Controllers (:class:`Controller`: ``init``/``update``/``controls``, state kept in
@@ -23,7 +23,7 @@ from entropix.optim.registry import (
     supplier_of,
 )
 from entropix.optim.safe_step import SafeStepState, logit_spread, safe_step
-from entropix.optim.sam import SAMState, SARState, sam, sar
+from entropix.optim.sam import SAMState, SARState, sam, sar_optimizer
 
 __all__ = [
     "CONTROLLERS",
@@ -45,6 +45,6 @@ __all__ = [
     "logit_spread",
     "safe_step",
     "sam",
-    "sar",
+    "sar_optimizer",
     "supplier_of",
 ]

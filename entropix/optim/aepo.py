@@ -49,17 +49,48 @@ class AEPOTemperature:
             raise ValueError(f"smoothing must be in [0, 1); got {self.smoothing}")
 
     def init(self) -> AEPOState:
+        """The state before any observation: entropy NaN (temperature 1).
+
+        Returns:
+            :class:`AEPOState` with a float32 NaN scalar.
+        """
         return AEPOState(entropy=jnp.asarray(jnp.nan, jnp.float32))
 
-    def update(self, state: AEPOState, entropy) -> AEPOState:
+    def update(self, state: AEPOState, entropy: jax.Array) -> AEPOState:
+        """Smooth the entropy estimate with this step's observation (the first replaces NaN).
+
+        Args:
+            state: the current :class:`AEPOState`.
+            entropy: float32 scalar, this step's policy entropy (nats).
+
+        Returns:
+            The next :class:`AEPOState`.
+        """
         h = jnp.asarray(entropy, jnp.float32)
         s = self.smoothing
         smoothed = jnp.where(jnp.isnan(state.entropy), h, s * state.entropy + (1.0 - s) * h)
         return AEPOState(entropy=smoothed)
 
     def temperature(self, state: AEPOState) -> jax.Array:
+        """The regulariser batch's sampling temperature, T_high or T_low (1 before any
+        observation).
+
+        Args:
+            state: the current :class:`AEPOState`.
+
+        Returns:
+            float32 scalar temperature.
+        """
         t = aepo_temperature(state.entropy, self.target, self.t_high, self.t_low)
         return jnp.where(jnp.isnan(state.entropy), 1.0, t).astype(jnp.float32)
 
     def controls(self, state: AEPOState) -> dict[str, jax.Array]:
+        """The temperature as the loss and rollout read it.
+
+        Args:
+            state: the current :class:`AEPOState`.
+
+        Returns:
+            ``{control: temperature}``, a float32 scalar.
+        """
         return {self.control: self.temperature(state)}

@@ -33,11 +33,35 @@ class EntropyAnchor:
     control: str = "entropy_anchor"
 
     def init(self) -> AnchorState:
+        """The state before any observation: the anchor is NaN.
+
+        Returns:
+            :class:`AnchorState` with a float32 NaN scalar.
+        """
         return AnchorState(value=jnp.asarray(jnp.nan, jnp.float32))
 
-    def update(self, state: AnchorState, observation) -> AnchorState:
+    def update(self, state: AnchorState, observation: jax.Array) -> AnchorState:
+        """Record ``observation`` if nothing finite is recorded yet; otherwise keep the anchor.
+
+        Args:
+            state: the current :class:`AnchorState`.
+            observation: float32 scalar, this step's value of ``metric``.
+
+        Returns:
+            The next :class:`AnchorState`.
+        """
         x = jnp.asarray(observation, jnp.float32)
-        return AnchorState(value=jnp.where(jnp.isnan(state.value), x, state.value))
+        return AnchorState(
+            value=jnp.where(jnp.isnan(state.value) & jnp.isfinite(x), x, state.value)
+        )
 
     def controls(self, state: AnchorState) -> dict[str, jax.Array]:
+        """The anchor as the loss reads it.
+
+        Args:
+            state: the current :class:`AnchorState`.
+
+        Returns:
+            ``{control: anchor}``, a float32 scalar (NaN until recorded).
+        """
         return {self.control: state.value}

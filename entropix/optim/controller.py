@@ -26,8 +26,33 @@ class Controller(Protocol):
 
     metric: str
 
-    def init(self) -> Any: ...
+    def init(self) -> Any:
+        """The state before any observation.
 
-    def update(self, state: Any, observation: jax.Array) -> Any: ...
+        Returns:
+            A pytree of arrays (kept in ``TrainState.controls[name]``).
+        """
+        ...
 
-    def controls(self, state: Any) -> dict[str, jax.Array]: ...
+    def update(self, state: Any, observation: jax.Array) -> Any:
+        """Advance the state by one observation of ``metric``.
+
+        Args:
+            state: the pytree from :meth:`init` or the previous :meth:`update`.
+            observation: float32 scalar, this step's value of the loss metric ``metric``.
+
+        Returns:
+            The next state, the same pytree structure.
+        """
+        ...
+
+    def controls(self, state: Any) -> dict[str, jax.Array]:
+        """The control values the loss reads this step.
+
+        Args:
+            state: the controller's current state.
+
+        Returns:
+            dict of float32 scalars keyed by control name (``PolicyBatch.controls``).
+        """
+        ...

@@ -62,20 +62,41 @@ class AdaptiveEntropyCoef:
             )
 
     def init(self) -> EntropyCoefState:
+        """The state before any update: log alpha = log init_coef, count 0.
+
+        Returns:
+            :class:`EntropyCoefState` of float32 and int32 scalars.
+        """
         return EntropyCoefState(
             log_coef=jnp.asarray(math.log(self.init_coef), jnp.float32),
             count=jnp.zeros((), jnp.int32),
         )
 
-    def error(self, entropy) -> jax.Array:
-        """The signed entropy gap that drives the update (positive: entropy too low)."""
+    def error(self, entropy: jax.Array) -> jax.Array:
+        """The signed entropy gap that drives the update (positive: entropy too low).
+
+        Args:
+            entropy: float32 scalar (or array) observed policy entropy in nats.
+
+        Returns:
+            float32, the shape of ``entropy``: H_target - H, or the distance outside the band.
+        """
         h = jnp.asarray(entropy, jnp.float32)
         if self.target is not None:
             return self.target - h
         low, high = self.band
         return jnp.maximum(low - h, 0.0) - jnp.maximum(h - high, 0.0)
 
-    def update(self, state: EntropyCoefState, entropy) -> EntropyCoefState:
+    def update(self, state: EntropyCoefState, entropy: jax.Array) -> EntropyCoefState:
+        """One clipped step of log alpha by ``lr * error(entropy)``.
+
+        Args:
+            state: the current :class:`EntropyCoefState`.
+            entropy: float32 scalar, this step's policy entropy in nats.
+
+        Returns:
+            The next :class:`EntropyCoefState` (count + 1).
+        """
         log_coef = jnp.clip(
             state.log_coef + self.lr * self.error(entropy),
             math.log(self.min_coef),
@@ -84,4 +105,12 @@ class AdaptiveEntropyCoef:
         return EntropyCoefState(log_coef=log_coef, count=state.count + 1)
 
     def controls(self, state: EntropyCoefState) -> dict[str, jax.Array]:
+        """The coefficient as the loss reads it.
+
+        Args:
+            state: the current :class:`EntropyCoefState`.
+
+        Returns:
+            ``{control: alpha}``, alpha = exp(log alpha), a float32 scalar.
+        """
         return {self.control: jnp.exp(state.log_coef)}

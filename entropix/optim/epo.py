@@ -47,6 +47,12 @@ class EntropyHistory:
             check_positive(self.window, "window")
 
     def init(self) -> EntropyHistoryState:
+        """The empty history, or the history of the one ``initial`` observation.
+
+        Returns:
+            :class:`EntropyHistoryState` (float32 total, int32 count, float32 [window] ring
+            buffer or None).
+        """
         state = EntropyHistoryState(
             total=jnp.zeros((), jnp.float32),
             count=jnp.zeros((), jnp.int32),
@@ -54,7 +60,16 @@ class EntropyHistory:
         )
         return state if self.initial is None else self.update(state, self.initial)
 
-    def update(self, state: EntropyHistoryState, entropy) -> EntropyHistoryState:
+    def update(self, state: EntropyHistoryState, entropy: jax.Array | float) -> EntropyHistoryState:
+        """Add one observation to the history.
+
+        Args:
+            state: the current :class:`EntropyHistoryState`.
+            entropy: float32 scalar, this step's policy entropy in nats.
+
+        Returns:
+            The next :class:`EntropyHistoryState`.
+        """
         h = jnp.asarray(entropy, jnp.float32)
         window = state.window
         if self.window is not None:
@@ -62,7 +77,14 @@ class EntropyHistory:
         return EntropyHistoryState(total=state.total + h, count=state.count + 1, window=window)
 
     def mean(self, state: EntropyHistoryState) -> jax.Array:
-        """H_hist (0 while the history is empty)."""
+        """H_hist (0 while the history is empty).
+
+        Args:
+            state: the current :class:`EntropyHistoryState`.
+
+        Returns:
+            float32 scalar historical mean entropy in nats.
+        """
         if self.window is None:
             total, n = state.total, state.count
         else:
@@ -72,6 +94,14 @@ class EntropyHistory:
         return jnp.where(n > 0, total / jnp.maximum(n, 1.0), 0.0)
 
     def controls(self, state: EntropyHistoryState) -> dict[str, jax.Array]:
+        """The history as EPO's smoothing term reads it.
+
+        Args:
+            state: the current :class:`EntropyHistoryState`.
+
+        Returns:
+            ``{"entropy_hist_mean": H_hist, "entropy_hist_count": K}``, float32 scalars.
+        """
         return {
             "entropy_hist_mean": self.mean(state),
             "entropy_hist_count": state.count.astype(jnp.float32),

@@ -6,6 +6,7 @@ controller to add when a loss term reads a control nobody sets.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 from entropix.optim.aepo import AEPOTemperature
 from entropix.optim.anchor import EntropyAnchor
@@ -38,17 +39,39 @@ CONTROLLERS: dict[str, ControllerInfo] = {
 
 
 def get_controller(name: str) -> ControllerInfo:
-    """Look up a controller by key; unknown keys raise ``KeyError`` naming the closest keys."""
+    """Look up a controller by key; unknown keys raise ``KeyError`` naming the closest keys.
+
+    Args:
+        name: a key of :data:`CONTROLLERS`.
+
+    Returns:
+        The :class:`ControllerInfo` entry.
+    """
     return lookup(CONTROLLERS, name, "controller")
 
 
-def build_controller(name: str, **args) -> Controller:
-    """The controller ``name`` with its settings (dataclass fields) ``args``."""
+def build_controller(name: str, **args: Any) -> Controller:
+    """The controller ``name`` with its settings (dataclass fields) ``args``.
+
+    Args:
+        name: a key of :data:`CONTROLLERS`.
+        **args: the controller's settings by field name; unset fields keep their defaults.
+
+    Returns:
+        The controller instance.
+    """
     return get_controller(name).cls(**args)
 
 
 def supplier_of(control: str) -> str | None:
-    """The registry key of a controller that supplies ``control`` by default, if any."""
+    """The registry key of a controller that supplies ``control`` by default, if any.
+
+    Args:
+        control: a control name a loss reads (e.g. ``"entropy_coef"``).
+
+    Returns:
+        The key of the first registered controller that supplies it, or None.
+    """
     for info in CONTROLLERS.values():
         if control in info.supplies:
             return info.name

@@ -1,7 +1,8 @@
 """The "ghosts of softmax" safe step: cap an update's length at the softmax Taylor radius."""
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,11 +18,21 @@ class SafeStepState(NamedTuple):
     diagnostics: dict
 
 
-def logit_spread(logits_fn, params, direction) -> jax.Array:
+def logit_spread(
+    logits_fn: Callable[[Any], jax.Array | tuple[jax.Array, jax.Array]],
+    params: optax.Params,
+    direction: optax.Params,
+) -> jax.Array:
     """Delta_a = max over positions of (max_k a_k - min_k a_k), a = J v by one ``jax.jvp``.
 
-    ``logits_fn(params)`` returns logits [..., V] or ``(logits, mask)`` with ``mask`` [...]
-    marking the positions that count (padding excluded).
+    Args:
+        logits_fn: ``logits_fn(params)`` returns logits [..., V] or ``(logits, mask)`` with
+            ``mask`` [...] marking the positions that count (padding excluded).
+        params: the parameter pytree the logits are linearised at.
+        direction: the tangent v, a pytree like ``params`` (each leaf in its dtype).
+
+    Returns:
+        float32 scalar Delta_a (0 when no position counts).
     """
 
     def split(p):
@@ -53,6 +64,13 @@ def safe_step(max_ratio: float = 1.0) -> optax.GradientTransformationExtraArgs:
     below r = 1). Put it last in an ``optax.chain`` so it sees the final update. ``update``
     needs ``logits_fn(params) -> logits`` or ``(logits, mask)`` on the current batch (the train
     step passes it when given a ``logits_fn``).
+
+    Args:
+        max_ratio: the largest allowed r = tau / rho_a, > 0; default 1.0.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`SafeStepState`;
+        its ``update(updates, state, params, logits_fn=...)`` returns the scaled updates.
     """
     check_positive(max_ratio, "max_ratio")
 

@@ -48,6 +48,16 @@ def sam(
 
     Defaults: rho = 0.05 (the paper's most common value, also SAR's). ``update`` needs
     ``value_and_grad_fn(params) -> (loss, grads)``.
+
+    Args:
+        optimizer: the base transform applied to g_sam (e.g. ``optax.sgd``).
+        rho: radius of the perturbation ball, > 0; default 0.05.
+        eps: added to ||g|| to avoid dividing by 0; default 1e-12.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`SAMState`;
+        its ``update(updates, state, params, value_and_grad_fn=...)`` returns the base
+        optimizer's updates for g_sam.
     """
     check_positive(rho, "rho")
     optimizer = optax.with_extra_args_support(optimizer)
@@ -81,7 +91,7 @@ class SARState(NamedTuple):
     diagnostics: dict
 
 
-def sar(
+def sar_optimizer(
     optimizer: optax.GradientTransformation,
     rho: float = 0.05,
     reset_constant: float = 0.2,
@@ -102,6 +112,18 @@ def sar(
     with momentum 0.9 (lr 0.00025 for batch 64 on ResNet-50). The moving-average rule is
     ``entropix.losses.sar_reset_check``. ``initial_params`` are the params given to ``init``.
     Diagnostics: ``sar_loss_ema`` (NaN while empty) and ``sar_resets`` (count).
+
+    Args:
+        optimizer: the base transform (e.g. ``optax.sgd(0.00025, momentum=0.9)``).
+        rho: SAM's radius, > 0; default 0.05.
+        reset_constant: recover when the loss moving average falls below this, > 0;
+            default 0.2.
+        momentum: weight of the old moving average, in [0, 1); default 0.9.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`SARState`;
+        its ``update(updates, state, params, value_and_grad_fn=...)`` returns SAM's updates,
+        or on a reset the updates w_0 - w that move the parameters back to the source.
     """
     check_positive(reset_constant, "reset_constant")
     if not 0.0 <= momentum < 1.0:

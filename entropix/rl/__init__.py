@@ -22,6 +22,7 @@ from entropix.rl.config import (
 from entropix.rl.export import export_policy
 from entropix.rl.policy import Policy, build_policy, make_source
 from entropix.rl.rollout import Rollouts, to_global, to_host
+from entropix.rl.seeds import SeedsProgram, SeedsResult, run_seeds
 from entropix.rl.sft import sft_loss, warm_start
 from entropix.rl.trainer import Plan, build, fit_config, run, summary, train
 from entropix.rl.update import PolicyForward, Update
@@ -41,6 +42,8 @@ __all__ = [
     "Rollouts",
     "RunConfig",
     "SFTConfig",
+    "SeedsProgram",
+    "SeedsResult",
     "TaskConfig",
     "Update",
     "UpdateConfig",
@@ -50,6 +53,7 @@ __all__ = [
     "fit_config",
     "make_source",
     "run",
+    "run_seeds",
     "sft_loss",
     "summary",
     "to_global",

@@ -12,7 +12,12 @@ rollout by its name; the ones with defaults come from the method spec. Inputs
 * ``entropy`` [B, N]: the sampling policy's token entropy, from the rollout itself,
 * ``tokens`` [B, N]: the sampled ids; ``answer_mask`` [B, N]: answer-phase tokens,
 * ``metric`` [B]: each response's mean token entropy (CANON's entropy-conditioned metric),
+* ``answers`` [B] int: each reply's answer id, extracted without the label (equal ids = equal
+  answers, -1 = none; the majority-vote rewards ``ttrl`` / ``evol_rl`` read it),
 * ``advantages``: the previous advantage shaper's output (so ``advantage`` lists chain).
+
+A reward shaper without a ``rewards`` parameter is a reward source (it replaces the task
+reward, e.g. the label-free majority vote); it must come first in ``loss.rewards``.
 
 The result is ``(rewards [B], advantages [B] or [B, N])``; everything is jit-able and runs
 inside the compiled train step.
@@ -28,7 +33,16 @@ from entropix.config import MethodSpec
 from entropix.entropy import masked_mean
 from entropix.losses import get as get_method
 
-INPUTS = ("rewards", "group_ids", "mask", "entropy", "tokens", "answer_mask", "metric")
+INPUTS = (
+    "rewards",
+    "group_ids",
+    "mask",
+    "entropy",
+    "tokens",
+    "answer_mask",
+    "metric",
+    "answers",
+)
 
 
 def _required(factory) -> list[str]:
@@ -60,20 +74,26 @@ def _bind(spec: MethodSpec, kind: str, available: set[str], where: str):
 class AdvantageStage:
     """``(inputs) -> (rewards, advantages)`` for the configured reward and advantage shapers."""
 
-    def __init__(self, rewards: tuple[MethodSpec, ...], advantage: tuple[MethodSpec, ...]):
+    def __init__(self, rewards: tuple[MethodSpec, ...], advantage: tuple[MethodSpec, ...]) -> None:
         if not advantage:
             raise ValueError("loss.advantage: name at least one advantage shaper (e.g. grpo)")
         available = set(INPUTS)
         self.reward_fns = [
             _bind(spec, "reward", available, f"loss.rewards.{i}") for i, spec in enumerate(rewards)
         ]
+        for i, (names, _) in enumerate(self.reward_fns[1:], start=1):
+            if "rewards" not in names:
+                raise ValueError(
+                    f"loss.rewards.{i}: {rewards[i].name} replaces the task reward (it takes no "
+                    "rewards), so the shapers before it would be lost; list it first"
+                )
         self.advantage_fns = []
         for i, spec in enumerate(advantage):
             self.advantage_fns.append(_bind(spec, "advantage", available, f"loss.advantage.{i}"))
             available.add("advantages")
-        self.group_relative = any(
-            "group_ids" in names for names, _ in (*self.reward_fns, *self.advantage_fns)
-        )
+        bound = (*self.reward_fns, *self.advantage_fns)
+        self.group_relative = any("group_ids" in names for names, _ in bound)
+        self.answers = any("answers" in names for names, _ in bound)
 
     def __call__(self, inputs: dict) -> tuple[jax.Array, jax.Array]:
         inputs = dict(inputs)

@@ -70,11 +70,14 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SFTConfig:
-    """Supervised warm-up on (prompt, canonical answer) pairs before RL; ``steps=0`` skips it."""
+    """Supervised warm-up on (prompt, canonical answer) pairs before RL; ``steps=0`` skips it.
+    ``regularizer``: a registered term added to the answer cross-entropy, e.g. ``{name:
+    curio_sft}`` (entropy-preserving self-distillation); none: plain cross-entropy."""
 
     steps: int = 300
     batch_size: int = 64
     lr: float = 3e-3
+    regularizer: MethodSpec | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +87,10 @@ class RolloutConfig:
     answer + 1 (for EOS); ``max_prompt_tokens`` 0: the longest probed prompt + 2.
     ``answer_marker`` (e.g. ``</think>``) splits a reply into thinking and answer phases for
     reward shapers that read it (PEAR); empty: the whole reply is the answer. ``require_eos``:
-    a reply that emitted no EOS within ``max_new_tokens`` (truncated) earns reward 0."""
+    a reply that emitted no EOS within ``max_new_tokens`` (truncated) earns reward 0.
+    ``strategy``: how each prompt's ``group_size`` rows are sampled (a registered method of
+    kind ``rollout``: ``sample``, ``entropy_fork``, ``ettrl_tree``, ``cure``, ``aepo_branch``;
+    ``entropix.rl.strategies``)."""
 
     prompts: int = 16
     group_size: int = 8
@@ -93,6 +99,7 @@ class RolloutConfig:
     max_prompt_tokens: int = 0
     answer_marker: str = ""
     require_eos: bool = True
+    strategy: MethodSpec = dataclasses.field(default_factory=lambda: MethodSpec("sample"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +232,12 @@ def _default(field) -> str:
 
 def config_reference() -> str:
     """Markdown reference of every section of :class:`RLConfig`: its docstring and a table of
-    its keys, types and defaults (``docs/rl.md`` holds this text; a test keeps it current)."""
+    its keys, types and defaults (``docs/rl.md`` holds this text; a test keeps it current).
+
+    Returns:
+        The Markdown text: for each section a heading, its docstring and a table of its keys,
+        types and defaults.
+    """
     lines = []
     for name, cls in SECTIONS.items():
         doc = " ".join(line.strip() for line in (cls.__doc__ or "").split("\n")).strip()

@@ -15,9 +15,24 @@ from entropix.rl.trainer import build
 from entropix.train import Checkpointer, init_state
 
 
-def export_policy(config: RLConfig, run_dir, out_dir, *, dtype: str | None = None) -> Path:
+def export_policy(
+    config: RLConfig, run_dir: str | Path, out_dir: str | Path, *, dtype: str | None = None
+) -> Path:
     """Write the policy of the run in ``run_dir`` (trained with ``config``) to ``out_dir``;
-    ``dtype`` is the safetensors storage dtype (default the parameters'). Returns ``out_dir``."""
+    ``dtype`` is the safetensors storage dtype (default the parameters'). Returns ``out_dir``.
+
+    Args:
+        config: the run's config (e.g. read back from ``<run_dir>/config.yaml``).
+        run_dir: the run directory holding ``checkpoints/``.
+        out_dir: the Hugging Face checkpoint directory to write (created if needed).
+        dtype: the safetensors storage dtype (e.g. ``"bfloat16"``); default the parameters'.
+
+    Returns:
+        The path of ``out_dir`` as ``entropix.models.save_pretrained`` returns it.
+
+    Raises:
+        FileNotFoundError: when the run has no checkpoints or no intact one.
+    """
     plan = build(config)
     abstract, shardings, _ = init_state(
         plan.policy.model_fn,

@@ -10,6 +10,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
@@ -45,9 +46,21 @@ class Policy:
     layout: Layout
 
 
-def make_source(task: TaskConfig, data: DataConfig, seed: int = 0):
+def make_source(
+    task: TaskConfig, data: DataConfig, seed: int = 0
+) -> tasks.MathDataset | tasks.GeneratedTask:
     """The prompt source: the RLVR dataset of ``data.path`` when given, else the generated task
-    of ``task`` (only the settings that task uses), seeded."""
+    of ``task`` (only the settings that task uses), seeded.
+
+    Args:
+        task: the ``task:`` section (name and the generated task's settings).
+        data: the ``data:`` section; a non-empty ``data.path`` selects the dataset.
+        seed: the seed of the problem streams (and of the dataset's shuffles); default 0.
+
+    Returns:
+        A ``tasks.MathDataset`` of ``data.path``, else the generated task
+        (``tasks.make_task``) named by ``task.name``.
+    """
     if data.path:
         return tasks.MathDataset(
             data.path,
@@ -102,9 +115,33 @@ def _chat_codec(tokenizer, source, config: ModelConfig, rollout: RolloutConfig) 
 
 
 def build_policy(
-    config: ModelConfig, source, rollout: RolloutConfig, mesh: Mesh, eval_prompts: int = 0
+    config: ModelConfig,
+    source: Any,
+    rollout: RolloutConfig,
+    mesh: Mesh,
+    eval_prompts: int = 0,
 ) -> Policy:
-    """The policy of ``config`` for prompts from ``source`` (see the module docstring)."""
+    """The policy of ``config`` for prompts from ``source`` (see the module docstring).
+
+    Args:
+        config: the ``model:`` section: ``source`` (``hf``, ``smollm2`` or a preset built from
+            scratch with a character codec) and its settings.
+        source: the prompt source (e.g. from :func:`make_source`); its problems size the
+            layout, and its ``question`` formats the chat prompts of pretrained models.
+        rollout: the ``rollout:`` section (response length, prompt bound, answer marker).
+        mesh: the device mesh pretrained weights are placed on when read.
+        eval_prompts: held-out prompts of a generated task included in the layout probe;
+            default 0.
+
+    Returns:
+        The ``Policy``: model config, ``model_fn``, ``init_params`` (None for a model built
+        from scratch), codec and layout. No weights are read yet.
+
+    Raises:
+        ValueError: for a dataset without ``rollout.max_new_tokens`` or an hf model without
+            ``model.path``.
+        FileNotFoundError: when the hf checkpoint's ``config.json`` is missing.
+    """
     place = _placement(mesh)
     if config.source == "hf":
         if not config.path:

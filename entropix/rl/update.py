@@ -2,21 +2,27 @@
 
 Batch layout (what :class:`entropix.rl.rollout.Rollouts` returns, every leaf ``[B, ...]``):
 ``prompt`` / ``prompt_mask`` [B, P], ``response`` / ``response_mask`` [B, N], ``rewards``,
-``correct``, ``parsed``, ``ended`` [B], ``group_ids`` [B], ``rollout_logp`` /
-``rollout_entropy`` / ``answer_mask`` [B, N], and ``streams[control]`` (prompt, response,
+``correct``, ``parsed``, ``ended`` [B], ``group_ids`` [B], ``generated`` [B] (tokens the
+rollout strategy generated for the row), ``answers`` [B] (label-free answer ids, when a shaper
+reads them), ``rollout_logp`` / ``rollout_entropy`` / ``answer_mask`` [B, N], and
+``streams[control]`` (prompt, response,
 masks and rewards of a batch sampled at ``controls[control]``) for terms declaring
-``sampled_at``.
+``sampled_at``, and ``replay`` (prompt, response, masks, behaviour ``old_logp`` [B, N] and
+``advantages`` [B] of trajectories replayed from the SPEAR buffer, ``entropix.rl.replay``)
+when a loss term is a replay term.
 
 * :meth:`Update.prepare` (once per step, before any update): reward and advantage shapers
   (``entropix.rl.advantages``), the old policy's log-probs when the step makes several
   updates, a frozen reference policy's log-probs when a term needs ``ref_logp``, and the
   rollout's metrics: ``entropy`` (token mean over the batch of the sampling policy's entropy,
   as the generator computed it: the policy before this step's updates), ``reward``,
-  ``accuracy``, ``response_length``, ... These are whole-batch values, whatever the mini- and
+  ``accuracy``, ``response_length``, ``rollout/tokens`` (the tokens the rollout strategy
+  generated for the batch), ... These are whole-batch values, whatever the mini- and
   micro-batches.
 * :meth:`Update.loss` (``loss_fn(model, batch, key, controls)`` of ``make_train_step``): one
   forward, a :class:`~entropix.losses.PolicyBatch`, ``compose(*terms)``; terms with
-  ``sampled_at`` are evaluated on their own sampled batch and added. On-policy with one update
+  ``sampled_at`` are evaluated on their own sampled batch and added, replay terms (SPEAR) on
+  the replayed batch with its stored behaviour log-probs. On-policy with one update
   per batch the old log-probs are the forward's own (``stop_gradient``; ratio exactly 1).
   Its metrics (the terms', ``rollout/logp_gap`` = mean |forward log-prob - generator
   log-prob|, which is ~1e-7 on-policy) are means over micro-batches weighted like the
@@ -34,6 +40,8 @@ masks and rewards of a batch sampled at ``controls[control]``) for terms declari
 
 import copy
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +71,9 @@ class PolicyForward:
     full_logits: bool = False
     chunk: int = 1024
 
-    def __call__(self, model, prompt, prompt_mask, response):
+    def __call__(
+        self, model: nnx.Module, prompt: jax.Array, prompt_mask: jax.Array, response: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
         p = prompt.shape[1]
         ids = jnp.concatenate([prompt, response], axis=1)
         mask = jnp.concatenate([prompt_mask, jnp.ones(response.shape, bool)], axis=1)
@@ -102,7 +112,8 @@ class Update:
     makes several updates, so the old log-probs come from a forward before the first;
     ``reference``: the state holds a frozen reference policy (``frozen["reference"]``);
     ``chunks``: row chunks of the no-gradient forwards (the micro-batch count, for memory);
-    ``dynamics``: the probe's settings.
+    ``dynamics``: the probe's settings; ``replay``: the composed loss of the replay terms,
+    evaluated on ``batch["replay"]``.
     """
 
     def __init__(
@@ -116,8 +127,10 @@ class Update:
         reference: bool,
         chunks: int = 1,
         dynamics: DynamicsConfig | None = None,
-    ):
+        replay: Composed | None = None,
+    ) -> None:
         self.main, self.streams, self.forward = main, dict(streams), forward
+        self.replay = replay
         self.advantages, self.old_logp_forward, self.reference = (
             advantages,
             old_logp_forward,
@@ -127,7 +140,14 @@ class Update:
         self.token_weighted = main.aggregate == "token-mean"
 
     def with_dynamics(self, dynamics: DynamicsConfig) -> "Update":
-        """A copy of these hooks whose probe uses ``dynamics``."""
+        """A copy of these hooks whose probe uses ``dynamics``.
+
+        Args:
+            dynamics: the ``dynamics:`` settings of the probe (row stride, thresholds, bins).
+
+        Returns:
+            A shallow copy of this ``Update`` with ``dynamics`` replaced.
+        """
         other = copy.copy(self)
         other.dynamics = dynamics
         return other
@@ -144,8 +164,30 @@ class Update:
         keys = ("prompt", "prompt_mask", "response")
         return _chunked(one, {k: batch[k] for k in keys}, self.chunks)
 
-    def prepare(self, model, frozen, batch, key, controls):
-        """Shaped rewards, advantages, old / reference log-probs and the rollout's metrics."""
+    def prepare(
+        self,
+        model: nnx.Module,
+        frozen: Mapping[str, Any],
+        batch: dict[str, Any],
+        key: jax.Array,
+        controls: Mapping[str, jax.Array],
+    ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+        """Shaped rewards, advantages, old / reference log-probs and the rollout's metrics.
+
+        Args:
+            model: the policy before the step's updates (no gradient is taken).
+            frozen: ``TrainState.frozen`` ({} by default); ``frozen["reference"]`` holds the
+                reference policy's parameters when ``reference``.
+            batch: the rollout batch (the module docstring's layout, leaves [B, ...]).
+            key: the step's prepare key (unused).
+            controls: the step's control values (unused).
+
+        Returns:
+            (batch, metrics): the batch plus ``advantages`` ([B] or [B, N]),
+            ``shaped_rewards`` [B] and, when needed, ``old_logp`` / ``ref_logp`` [B, N]; and
+            the rollout's whole-batch scalar metrics (``entropy``, ``reward``, ``accuracy``,
+            ``response_length``, ``rollout/tokens``, ...).
+        """
         del key, controls
         mask = batch["response_mask"].astype(jnp.float32)
         rewards, advantages = self.advantages(
@@ -156,6 +198,7 @@ class Update:
                 "entropy": batch["rollout_entropy"],
                 "tokens": batch["response"],
                 "answer_mask": batch["answer_mask"],
+                **({"answers": batch["answers"]} if "answers" in batch else {}),
             }
         )
         batch = {**batch, "advantages": advantages, "shaped_rewards": rewards}
@@ -181,8 +224,14 @@ class Update:
         }
         if self.advantages.reward_fns:
             metrics["reward/shaped"] = jnp.mean(rewards)
+        if "generated" in batch:
+            metrics["rollout/tokens"] = jnp.sum(batch["generated"])
         for control, stream in batch.get("streams", {}).items():
             metrics[f"{control}/reward"] = jnp.mean(stream["rewards"])
+        if "replay" in batch:
+            replayed = jnp.any(batch["replay"]["response_mask"], axis=1)
+            metrics["replay/fraction"] = jnp.mean(replayed)
+            metrics["replay/advantage"] = masked_mean(batch["replay"]["advantages"], replayed)
         return batch, metrics
 
     def _policy_batch(self, logp, entropy, logits, mask, advantages, key, controls, **fields):
@@ -197,8 +246,27 @@ class Update:
             **fields,
         )
 
-    def loss(self, model, batch, key, controls):
-        """``loss_fn(model, batch, key, controls)`` of the train step."""
+    def loss(
+        self,
+        model: nnx.Module,
+        batch: Mapping[str, Any],
+        key: jax.Array,
+        controls: Mapping[str, jax.Array],
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``loss_fn(model, batch, key, controls)`` of the train step.
+
+        Args:
+            model: the policy being trained (the gradient is taken through it).
+            batch: a (micro-)batch of the prepared batch (see :meth:`prepare`).
+            key: the micro-batch's PRNG key (stochastic terms; the streams and the replay
+                get keys folded from it).
+            controls: the control values terms read (``controls["step"]`` and the
+                controllers').
+
+        Returns:
+            (loss, metrics): the scalar loss (main terms + sampled streams + replay terms)
+            and its scalar metrics (the terms', ``loss``, ``rollout/logp_gap``).
+        """
         logp, entropy, logits = self.forward(
             model, batch["prompt"], batch["prompt_mask"], batch["response"]
         )
@@ -238,12 +306,38 @@ class Update:
             )
             loss = loss + s_loss
             metrics.update({k: v for k, v in s_metrics.items() if k != "loss"})
+        if self.replay is not None:
+            replay = batch["replay"]
+            r_logp, r_entropy, r_logits = self.forward(
+                model, replay["prompt"], replay["prompt_mask"], replay["response"]
+            )
+            r_loss, r_metrics = self.replay(
+                self._policy_batch(
+                    r_logp,
+                    r_entropy,
+                    r_logits,
+                    replay["response_mask"].astype(jnp.float32),
+                    replay["advantages"],
+                    jax.random.fold_in(key, len(self.streams) + 1),
+                    controls,
+                    old_logp=replay["old_logp"],
+                )
+            )
+            loss = loss + r_loss
+            metrics.update({k: v for k, v in r_metrics.items() if k != "loss"})
         gap = jnp.abs(jax.lax.stop_gradient(logp) - batch["rollout_logp"])
         metrics.update({"loss": loss, "rollout/logp_gap": masked_mean(gap, mask)})
         return loss, metrics
 
-    def weight(self, micro_batch):
-        """Accumulation weight: valid tokens for a token-mean objective, else 1 (a row mean)."""
+    def weight(self, micro_batch: Mapping[str, Any]) -> jax.Array:
+        """Accumulation weight: valid tokens for a token-mean objective, else 1 (a row mean).
+
+        Args:
+            micro_batch: a micro-batch of the prepared batch (reads ``response_mask`` [b, N]).
+
+        Returns:
+            float32 scalar: the micro-batch's valid response tokens, or 1.
+        """
         if self.token_weighted:
             return jnp.sum(micro_batch["response_mask"].astype(jnp.float32))
         return jnp.float32(1.0)
@@ -270,9 +364,28 @@ class Update:
             "dz_sampled": dz,
         }
 
-    def probe(self, before, after, batch, key, controls):
+    def probe(
+        self,
+        before: nnx.Module,
+        after: nnx.Module,
+        batch: Mapping[str, Any],
+        key: jax.Array,
+        controls: Mapping[str, jax.Array],
+    ) -> dict[str, jax.Array]:
         """The step's entropy dynamics (``entropix.dynamics.dynamics_metrics``, see the module
-        docstring), on rows 0, s, 2s, ... of the batch for ``row_stride`` s."""
+        docstring), on rows 0, s, 2s, ... of the batch for ``row_stride`` s.
+
+        Args:
+            before: the policy before the step's first update (theta).
+            after: the policy after its last update (theta + delta).
+            batch: the prepared batch (reads prompts, responses, masks and ``advantages``).
+            key: the probe's key (unused).
+            controls: the step's control values (unused).
+
+        Returns:
+            The scalar metrics of ``entropix.dynamics.dynamics_metrics`` (measured and
+            predicted entropy change, their token-group parts, telemetry).
+        """
         del key, controls
         graphdef, p0, rest = nnx.split(before, nnx.Param, ...)
         p1 = nnx.split(after, nnx.Param, ...)[1]

@@ -3,10 +3,10 @@
 See ``docs/models.md`` (section "Rollouts") for the decode loop, the samplers and their rules.
 """
 
-from entropix.rollout.branching import Branches, branch, fork_positions
+from entropix.rollout.branching import Branches, branch, continue_from, fork_positions, splice
 from entropix.rollout.generate import Rollout, decode, generate, left_align
 from entropix.rollout.samplers import (
-    QUADRANTS,
+    SAMPLER_QUADRANTS,
     SAMPLERS,
     Sampler,
     adaptive_temperature,
@@ -26,8 +26,10 @@ from entropix.rollout.samplers import (
 __all__ = [
     "Branches",
     "branch",
+    "continue_from",
     "fork_positions",
-    "QUADRANTS",
+    "splice",
+    "SAMPLER_QUADRANTS",
     "SAMPLERS",
     "Rollout",
     "Sampler",

@@ -22,7 +22,9 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
+from jax.typing import ArrayLike
 
 from entropix.entropy import log_softmax, shannon_entropy
 from entropix.rollout.samplers import make_sampler
@@ -45,20 +47,35 @@ class Rollout:
     mask: jax.Array
 
     @property
-    def lengths(self):
+    def lengths(self) -> jax.Array:
         """Number of generated tokens per row (EOS included)."""
         return jnp.sum(self.mask, axis=-1, dtype=jnp.int32)
 
-    def sequences(self):
-        """(tokens, mask) of prompt + completion, [B, P + N]."""
+    def sequences(self) -> tuple[jax.Array, jax.Array]:
+        """(tokens, mask) of prompt + completion, [B, P + N].
+
+        Returns:
+            (tokens, mask): the prompt tokens followed by the completion, [B, P + N], and
+            their mask (the prompt mask, then the completion mask).
+        """
         return (
             jnp.concatenate([self.prompt_tokens, self.tokens], axis=1),
             jnp.concatenate([self.prompt_mask, self.mask], axis=1),
         )
 
 
-def left_align(tokens, mask, pad_id: int = 0):
-    """Move each row's real tokens to the right end (order kept); pads (mask 0) go first."""
+def left_align(tokens: jax.Array, mask: jax.Array, pad_id: int = 0) -> tuple[jax.Array, jax.Array]:
+    """Move each row's real tokens to the right end (order kept); pads (mask 0) go first.
+
+    Args:
+        tokens: int [B, P] token ids.
+        mask: [B, P] bool (or 0/1 values), the real tokens.
+        pad_id: the id written at the padded positions; default 0.
+
+    Returns:
+        (tokens, mask): [B, P] ids with each row's real tokens at its end and ``pad_id``
+        before them, and the bool [B, P] mask moved alike.
+    """
     mask = mask.astype(bool)
     order = jnp.argsort(mask.astype(jnp.int32), axis=-1, stable=True)
     tokens = jnp.take_along_axis(tokens, order, axis=-1)
@@ -72,19 +89,36 @@ def _score(logits, ids, tau):
 
 
 def decode(
-    model,
-    prompt_tokens,
-    prompt_mask,
-    key,
+    model: nnx.Module,
+    prompt_tokens: jax.Array,
+    prompt_mask: jax.Array,
+    key: jax.Array,
     *,
     max_new_tokens: int,
-    sampler: Callable,
+    sampler: Callable[[jax.Array, jax.Array], jax.Array],
     eos_ids: tuple[int, ...] = (),
     pad_id: int = 0,
     use_cache: bool = True,
     score_temperature: float = 1.0,
 ) -> Rollout:
-    """Un-jitted generation program (see the module docstring); the model must be in eval mode."""
+    """Un-jitted generation program (see the module docstring); the model must be in eval mode.
+
+    Args:
+        model: the causal LM (with ``init_cache`` when ``use_cache``), in eval mode.
+        prompt_tokens: int32 [B, P] prompt ids, any padding.
+        prompt_mask: bool [B, P], the real prompt tokens.
+        key: the PRNG key of the sampling (split once per step).
+        max_new_tokens: N, the number of decode steps at most.
+        sampler: ``(key, logits [B, V]) -> ids [B]``.
+        eos_ids: token ids that end a row (the EOS itself is kept, mask 1); default none.
+        pad_id: the id of the prompt padding and of the tokens after EOS; default 0.
+        use_cache: decode with the KV cache; False recomputes the full forward each step.
+        score_temperature: tau of the scored log-probs and entropies, > 0; default 1.
+
+    Returns:
+        A ``Rollout``: the left-aligned prompts [B, P] and the completions [B, N] with their
+        log-probs, entropies (nats) and mask.
+    """
     b, p = prompt_tokens.shape
     n = max_new_tokens
     prompts, pmask = left_align(prompt_tokens, prompt_mask, pad_id)
@@ -155,13 +189,13 @@ def _generate_jit(graphdef, state, prompt_tokens, prompt_mask, key, **static):
 
 
 def generate(
-    model,
-    prompt_tokens,
-    prompt_mask=None,
+    model: nnx.Module,
+    prompt_tokens: ArrayLike,
+    prompt_mask: jax.Array | np.ndarray | None = None,
     *,
-    key,
+    key: jax.Array,
     max_new_tokens: int,
-    sampler: Callable | None = None,
+    sampler: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     eos_ids: int | Sequence[int] | None = None,
     pad_id: int = 0,
     use_cache: bool = True,
@@ -174,6 +208,28 @@ def generate(
     closures/partials, which recompile per object. ``eos_ids`` stop a row;
     logprobs / entropy are of softmax(logits / score_temperature). The model's own state is not
     modified (generation runs in eval mode on a copy of the graph).
+
+    Args:
+        model: the causal LM (an ``nnx.Module`` such as ``entropix.models.Llama``).
+        prompt_tokens: integer [B, P] prompt ids; left-, right- or irregularly padded.
+        prompt_mask: [B, P] bool (or 0/1 float), the real prompt tokens; default all real.
+        key: the PRNG key of the sampling.
+        max_new_tokens: N, the completion length budget, >= 1.
+        sampler: ``(key, logits [B, V]) -> ids [B]``; default ``make_sampler("greedy")``.
+        eos_ids: token id(s) that end a row; default none (every row runs N steps).
+        pad_id: the id of the padding and of the tokens after EOS; default 0.
+        use_cache: decode with the KV cache; False recomputes the full forward each step
+            (the reference); default True.
+        score_temperature: tau of the scored log-probs and entropies, > 0; default 1.
+
+    Returns:
+        A ``Rollout``: the left-aligned prompts [B, P] and the completions [B, N]: int32
+        tokens, float32 log-probs and entropies (nats) of softmax(logits / tau), bool mask up to
+        and including the first EOS.
+
+    Raises:
+        TypeError: when the prompt ids are not integers or the sampler is not callable.
+        ValueError: for a bad shape, mask or non-positive size / temperature.
     """
     check_rank(prompt_tokens, "prompt_tokens", 2)
     if not jnp.issubdtype(jnp.result_type(prompt_tokens), jnp.integer):

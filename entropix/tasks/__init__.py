@@ -30,7 +30,14 @@ from entropix.tasks.codecs import (
     layout_for,
 )
 from entropix.tasks.datasets import MathDataset, load_records
-from entropix.tasks.digits import CORRUPTIONS, SEVERITY, corrupt, load_digits_split, stream
+from entropix.tasks.digits import (
+    CORRUPTIONS,
+    ORDERS,
+    SEVERITY,
+    corrupt,
+    corrupted_stream,
+    load_digits_split,
+)
 from entropix.tasks.evaluation import evaluate_samples, maj_at_k, pass_at_k
 from entropix.tasks.math_answers import (
     Score,
@@ -47,6 +54,7 @@ from entropix.tasks.tokenizer import BOS, EOS, PAD, CharTokenizer, pad_batch
 __all__ = [
     "BOS",
     "CORRUPTIONS",
+    "ORDERS",
     "EOS",
     "PAD",
     "SEVERITY",
@@ -62,6 +70,7 @@ __all__ = [
     "Sorting",
     "corpus",
     "corrupt",
+    "corrupted_stream",
     "encode_answers",
     "encode_prompts",
     "layout_for",
@@ -72,7 +81,6 @@ __all__ = [
     "reward",
     "rewards",
     "sentence",
-    "stream",
     "MathDataset",
     "Score",
     "evaluate_samples",

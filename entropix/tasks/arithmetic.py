@@ -20,13 +20,18 @@ uses each given number at most once and evaluates to the target.
 import ast
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from entropix.tasks.evaluation import evaluate_samples
 from entropix.tasks.math_answers import Score
 from entropix.validation import check_choice, check_positive
+
+if TYPE_CHECKING:
+    from entropix.tasks.datasets import MathDataset
 
 
 @dataclass(frozen=True)
@@ -60,26 +65,87 @@ class GeneratedTask:
         return self.sample(np.random.default_rng([self.seed, stream, step]), n)
 
     def train_problems(self, step: int, n: int) -> list[Problem]:
-        """The ``n`` problems of RL step ``step`` (a pure function of seed and step)."""
+        """The ``n`` problems of RL step ``step`` (a pure function of seed and step).
+
+        Args:
+            step: the step index (>= 0); the same step always gives the same problems.
+            n: how many problems (>= 1).
+
+        Returns:
+            ``n`` :class:`Problem` s.
+        """
         return self._stream(_TRAIN, step, n)
 
     def sft_problems(self, step: int, n: int) -> list[Problem]:
-        """The ``n`` problems of supervised warm-up step ``step``."""
+        """The ``n`` problems of supervised warm-up step ``step``.
+
+        Args:
+            step: the step index (>= 0); the same step always gives the same problems.
+            n: how many problems (>= 1).
+
+        Returns:
+            ``n`` :class:`Problem` s (their ``answer`` is the SFT target).
+        """
         return self._stream(_SFT, step, n)
 
     def eval_problems(self, n: int) -> list[Problem]:
-        """``n`` held-out problems (the same for every step)."""
+        """``n`` held-out problems (the same for every step).
+
+        Args:
+            n: how many problems (>= 1).
+
+        Returns:
+            ``n`` :class:`Problem` s.
+        """
         return self._stream(_EVAL, 0, n)
 
+    def answer(self, problem: Problem, response: str) -> str | None:
+        """The response as an answer without reading the label (majority votes): the response
+        itself when it is well formed, else None.
+
+        Args:
+            problem: the problem answered.
+            response: the decoded reply (read up to EOS).
+
+        Returns:
+            The response text, or None when it is not well formed.
+        """
+        return response if self.well_formed(problem, response) else None
+
     def score(self, problem: Problem, response: str) -> Score:
-        """reward = 1[correct] + format_coef * 1[well formed]; parsed = well formed."""
+        """reward = 1[correct] + format_coef * 1[well formed]; parsed = well formed.
+
+        Args:
+            problem: the problem answered.
+            response: the decoded reply (read up to EOS).
+
+        Returns:
+            ``Score(reward, correct, parsed)``.
+        """
         formed = self.well_formed(problem, response)
         correct = self.correct(problem, response)
         return Score(float(correct) + self.format_coef * float(formed), correct, formed)
 
-    def evaluate(self, problems, responses, ks=(1,), prefix: str = "eval/") -> dict[str, float]:
+    def evaluate(
+        self,
+        problems: Sequence[Problem],
+        responses: Sequence[Sequence[str]],
+        ks: Sequence[int] = (1,),
+        prefix: str = "eval/",
+    ) -> dict[str, float]:
         """pass@1, unbiased pass@k and maj@k over the n responses of each problem
-        (``entropix.tasks.evaluation``); votes go to the well-formed replies' exact text."""
+        (``entropix.tasks.evaluation``); votes go to the well-formed replies' exact text.
+
+        Args:
+            problems: the P problems evaluated.
+            responses: for each problem its n >= max(ks) decoded replies.
+            ks: the k of pass@k / maj@k (1 is always included).
+            prefix: prepended to every metric name.
+
+        Returns:
+            ``{prefix + "pass@k": float, prefix + "maj@k": float}`` for each k, means over
+            the problems, in [0, 1].
+        """
         correct, keys = [], []
         for problem, samples in zip(problems, responses, strict=True):
             scores = [self.score(problem, r) for r in samples]
@@ -99,6 +165,16 @@ class Addition(GeneratedTask):
         self.digits = digits
 
     def sample(self, rng: np.random.Generator, n: int) -> list[Problem]:
+        """``n`` problems with operands drawn uniformly from [0, 10**digits).
+
+        Args:
+            rng: the generator the problems are drawn from (advanced in place).
+            n: how many problems.
+
+        Returns:
+            ``n`` :class:`Problem` s with prompt, canonical answer and the operands
+            ``(a, b)`` as ``numbers``.
+        """
         a = rng.integers(0, 10**self.digits, size=n)
         b = rng.integers(0, 10**self.digits, size=n)
         return [
@@ -106,17 +182,47 @@ class Addition(GeneratedTask):
         ]
 
     def question(self, problem: Problem) -> str:
-        """The problem in words, for chat models."""
+        """The problem in words, for chat models.
+
+        Args:
+            problem: a problem of this task.
+
+        Returns:
+            The question text.
+        """
         a, b = problem.numbers
         return f"What is {a}+{b}? Answer with the number only."
 
     def well_formed(self, problem: Problem, response: str) -> bool:
+        """Whether the response is an integer (an optional minus sign and digits).
+
+        Args:
+            problem: the problem answered.
+            response: the decoded reply (read up to EOS).
+
+        Returns:
+            True when well formed.
+        """
         return _INTEGER.fullmatch(response) is not None
 
     def correct(self, problem: Problem, response: str) -> bool:
+        """Whether the response is exactly the sum's decimal text.
+
+        Args:
+            problem: the problem answered.
+            response: the decoded reply (read up to EOS).
+
+        Returns:
+            True when correct.
+        """
         return response == problem.answer
 
     def max_answer_len(self) -> int:
+        """The longest canonical answer: ``digits + 1`` characters (the carry).
+
+        Returns:
+            The number of characters, without EOS.
+        """
         return self.digits + 1
 
 
@@ -131,6 +237,15 @@ class Sorting(GeneratedTask):
         self.length = length
 
     def sample(self, rng: np.random.Generator, n: int) -> list[Problem]:
+        """``n`` problems of ``length`` digits drawn uniformly from 0-9 (repeats allowed).
+
+        Args:
+            rng: the generator the problems are drawn from (advanced in place).
+            n: how many problems.
+
+        Returns:
+            ``n`` :class:`Problem` s with prompt, canonical answer and the digits as ``numbers``.
+        """
         problems = []
         for row in rng.integers(0, 10, size=(n, self.length)):
             values = tuple(int(v) for v in row)
@@ -139,19 +254,49 @@ class Sorting(GeneratedTask):
         return problems
 
     def question(self, problem: Problem) -> str:
-        """The problem in words, for chat models."""
+        """The problem in words, for chat models.
+
+        Args:
+            problem: a problem of this task.
+
+        Returns:
+            The question text.
+        """
         return (
             f"Sort the digits {problem.prompt[:-1]} in ascending order. "
             "Answer with the comma-separated digits only."
         )
 
     def well_formed(self, problem: Problem, response: str) -> bool:
+        """Whether the response is a comma-separated list of numbers (no spaces).
+
+        Args:
+            problem: the problem answered.
+            response: the decoded reply (read up to EOS).
+
+        Returns:
+            True when well formed.
+        """
         return _DIGIT_LIST.fullmatch(response) is not None
 
     def correct(self, problem: Problem, response: str) -> bool:
+        """Whether the response is exactly the sorted digits, comma-separated.
+
+        Args:
+            problem: the problem answered.
+            response: the decoded reply (read up to EOS).
+
+        Returns:
+            True when correct.
+        """
         return response == problem.answer
 
     def max_answer_len(self) -> int:
+        """The canonical answer's length: ``2 * length - 1`` (digits and commas).
+
+        Returns:
+            The number of characters, without EOS.
+        """
         return 2 * self.length - 1
 
 
@@ -193,6 +338,17 @@ class Countdown(GeneratedTask):
         self.count, self.max_number = count, max_number
 
     def sample(self, rng: np.random.Generator, n: int) -> list[Problem]:
+        """``n`` problems: numbers and a random + - * expression over all of them whose value
+        (the target) is positive; draws with a non-positive target are redrawn.
+
+        Args:
+            rng: the generator the problems are drawn from (advanced in place).
+            n: how many problems.
+
+        Returns:
+            ``n`` :class:`Problem` s with prompt, canonical answer, the numbers as
+            ``numbers`` and the value as ``target``.
+        """
         problems = []
         while len(problems) < n:
             numbers = [int(v) for v in rng.integers(1, self.max_number + 1, size=self.count)]
@@ -210,7 +366,14 @@ class Countdown(GeneratedTask):
         return problems
 
     def question(self, problem: Problem) -> str:
-        """The problem in words, for chat models."""
+        """The problem in words, for chat models.
+
+        Args:
+            problem: a problem of this task.
+
+        Returns:
+            The question text.
+        """
         numbers = ", ".join(map(str, problem.numbers))
         return (
             f"Using the numbers {numbers} at most once each and + - * / ( ), write an expression "
@@ -218,6 +381,16 @@ class Countdown(GeneratedTask):
         )
 
     def well_formed(self, problem: Problem, response: str) -> bool:
+        """Whether the response is an integer + - * / expression with parentheses that
+        evaluates (no division by zero).
+
+        Args:
+            problem: the problem answered.
+            response: the decoded reply (read up to EOS).
+
+        Returns:
+            True when well formed.
+        """
         if _EXPRESSION.fullmatch(response) is None:
             return False
         try:
@@ -227,6 +400,16 @@ class Countdown(GeneratedTask):
         return True
 
     def correct(self, problem: Problem, response: str) -> bool:
+        """Whether the response is well formed, uses each given number at most once (and no
+        other number) and evaluates to the target (within 1e-9).
+
+        Args:
+            problem: the problem answered.
+            response: the decoded reply (read up to EOS).
+
+        Returns:
+            True when correct.
+        """
         if not self.well_formed(problem, response):
             return False
         used = Counter(int(v) for v in re.findall(r"[0-9]+", response))
@@ -235,25 +418,69 @@ class Countdown(GeneratedTask):
         return abs(_evaluate(ast.parse(response, mode="eval")) - problem.target) < 1e-9
 
     def max_answer_len(self) -> int:
+        """An upper bound on the canonical expression's length: ``4 * count + 2``.
+
+        Returns:
+            The number of characters, without EOS.
+        """
         return 4 * self.count + 2
 
 
 TASKS = {"addition": Addition, "countdown": Countdown, "sorting": Sorting}
 
 
-def make_task(name: str, **kwargs):
-    """Build a task by name (``addition``, ``countdown``, ``sorting``) with its settings."""
+def make_task(name: str, **kwargs: int | float) -> GeneratedTask:
+    """Build a task by name (``addition``, ``countdown``, ``sorting``) with its settings.
+
+    Args:
+        name: a key of :data:`TASKS`.
+        **kwargs: the task class's settings, e.g. ``digits`` (addition), ``length``
+            (sorting), ``count`` / ``max_number`` (countdown), ``format_coef``, ``seed``.
+
+    Returns:
+        The task instance.
+
+    Raises:
+        ValueError: ``name`` is not a known task.
+    """
     check_choice(name, "task", tuple(TASKS))
     return TASKS[name](**kwargs)
 
 
-def reward(task, problem: Problem, response: str, ended: bool = True) -> float:
-    """1[correct] + format_coef * 1[well formed]; an unterminated response earns nothing."""
+def reward(
+    task: "GeneratedTask | MathDataset", problem: Problem, response: str, ended: bool = True
+) -> float:
+    """1[correct] + format_coef * 1[well formed]; an unterminated response earns nothing.
+
+    Args:
+        task: the prompt source that scores (anything with ``score(problem, response)``).
+        problem: the problem answered.
+        response: the decoded reply.
+        ended: whether the reply emitted an EOS; False gives reward 0.
+
+    Returns:
+        The reward (0 when not ended).
+    """
     return task.score(problem, response).reward if ended else 0.0
 
 
-def rewards(task, problems, responses, ended=None) -> np.ndarray:
-    """:func:`reward` for a batch, as float32 ``[B]``."""
+def rewards(
+    task: "GeneratedTask | MathDataset",
+    problems: Sequence[Problem],
+    responses: Sequence[str],
+    ended: Sequence[bool] | None = None,
+) -> np.ndarray:
+    """:func:`reward` for a batch, as float32 ``[B]``.
+
+    Args:
+        task: the prompt source that scores (see :func:`reward`).
+        problems: the B problems.
+        responses: the B decoded replies, one per problem.
+        ended: per reply whether it emitted an EOS; None: all ended.
+
+    Returns:
+        float32 ``[B]`` rewards.
+    """
     ended = [True] * len(problems) if ended is None else ended
     return np.asarray(
         [reward(task, p, r, e) for p, r, e in zip(problems, responses, ended, strict=True)],

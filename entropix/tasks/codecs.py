@@ -74,12 +74,37 @@ class CharCodec(_Codec):
         self.marker_ids = tuple(self.tokenizer.encode(answer_marker))
 
     def prompt_ids(self, problem: Problem) -> list[int]:
+        """``<bos>`` + the problem's ``prompt`` as character ids.
+
+        Args:
+            problem: the problem to encode.
+
+        Returns:
+            The prompt's token ids.
+        """
         return self.tokenizer.encode(problem.prompt, bos=True)
 
     def answer_ids(self, problem: Problem) -> list[int]:
+        """The canonical answer + ``<eos>`` as character ids (the SFT target).
+
+        Args:
+            problem: the problem to encode.
+
+        Returns:
+            The answer's token ids, ending in EOS.
+        """
         return self.tokenizer.encode(problem.answer, eos=True)
 
-    def decode(self, row) -> str:
+    def decode(self, row: Sequence[int] | np.ndarray) -> str:
+        """The reply's text, read up to its first ``<eos>`` (specials dropped).
+
+        Args:
+            row: one reply's token ids ``[N]`` (int; list or array), EOS and padding
+                included.
+
+        Returns:
+            The text the task scores.
+        """
         return self.tokenizer.decode(row)
 
 
@@ -104,6 +129,15 @@ class ChatCodec(_Codec):
         self.marker_ids = tuple(tokenizer.encode(answer_marker, False)) if answer_marker else ()
 
     def prompt_ids(self, problem: Problem) -> list[int]:
+        """``question(problem)`` as one user turn of the chat template (the template adds
+        the generation prompt and specials), or as plain text with ``chat_template=False``.
+
+        Args:
+            problem: the problem to encode.
+
+        Returns:
+            The prompt's token ids.
+        """
         text = self.question(problem)
         if self.chat_template:
             message = [{"role": "user", "content": text}]
@@ -111,26 +145,73 @@ class ChatCodec(_Codec):
         return self.tokenizer.encode(text)
 
     def answer_ids(self, problem: Problem) -> list[int]:
+        """The canonical answer's ids (no specials) + EOS (the SFT target).
+
+        Args:
+            problem: the problem to encode.
+
+        Returns:
+            The answer's token ids, ending in EOS.
+        """
         return self.tokenizer.encode(problem.answer, False) + [self.eos_id]
 
-    def decode(self, row) -> str:
+    def decode(self, row: Sequence[int] | np.ndarray) -> str:
+        """The reply's text up to its first EOS; with ``after_last_equals`` only what follows
+        its last ``=`` (stripped, a trailing period dropped).
+
+        Args:
+            row: one reply's token ids ``[N]`` (int; list or array), EOS and padding
+                included.
+
+        Returns:
+            The text the task scores.
+        """
         text = self.tokenizer.decode(self._until_eos(row))
         if self.after_last_equals:
             text = text.rsplit("=", 1)[-1].strip().rstrip(".").strip()
         return text
 
 
-def layout_for(codec, problems: Sequence[Problem], new_tokens: int, prompt_len: int = 0) -> Layout:
+def layout_for(
+    codec: CharCodec | ChatCodec,
+    problems: Sequence[Problem],
+    new_tokens: int,
+    prompt_len: int = 0,
+) -> Layout:
     """The layout for ``problems``: ``prompt_len`` (0: their longest prompt + 2) and
-    ``new_tokens`` response tokens."""
+    ``new_tokens`` response tokens.
+
+    Args:
+        codec: encodes the prompts.
+        problems: the problems the layout must hold (used only when ``prompt_len`` is 0).
+        new_tokens: N, the response tokens per sequence.
+        prompt_len: P, the prompt columns; 0 sizes it from ``problems``.
+
+    Returns:
+        ``Layout(prompt_len=P, new_tokens=N)``.
+    """
     if not prompt_len:
         prompt_len = max(len(codec.prompt_ids(p)) for p in problems) + 2
     return Layout(prompt_len, new_tokens)
 
 
-def encode_prompts(codec, problems: Sequence[Problem], layout: Layout):
+def encode_prompts(
+    codec: CharCodec | ChatCodec, problems: Sequence[Problem], layout: Layout
+) -> tuple[np.ndarray, np.ndarray]:
     """Left-padded ``[B, P]`` prompt ids and their bool mask; a prompt longer than P is an
-    error naming the layout."""
+    error naming the layout.
+
+    Args:
+        codec: encodes the prompts (its ``pad_id`` fills the padding).
+        problems: the B problems.
+        layout: gives P = ``layout.prompt_len``.
+
+    Returns:
+        ``(ids, mask)``: int32 ``[B, P]`` token ids and bool ``[B, P]`` (True on prompt tokens).
+
+    Raises:
+        ValueError: a prompt has more than P tokens.
+    """
     ids = [codec.prompt_ids(p) for p in problems]
     longest = max(len(i) for i in ids)
     if longest > layout.prompt_len:
@@ -142,7 +223,22 @@ def encode_prompts(codec, problems: Sequence[Problem], layout: Layout):
     return np.where(mask, tokens, codec.pad_id).astype(np.int32), mask
 
 
-def encode_answers(codec, problems: Sequence[Problem], layout: Layout):
-    """Right-padded ``[B, N]`` canonical answers + EOS and their bool mask (for SFT)."""
+def encode_answers(
+    codec: CharCodec | ChatCodec, problems: Sequence[Problem], layout: Layout
+) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ``[B, N]`` canonical answers + EOS and their bool mask (for SFT).
+
+    Args:
+        codec: encodes the answers (its ``pad_id`` fills the padding).
+        problems: the B problems.
+        layout: gives N = ``layout.new_tokens``.
+
+    Returns:
+        ``(ids, mask)``: int32 ``[B, N]`` token ids and bool ``[B, N]`` (True on answer
+        tokens).
+
+    Raises:
+        ValueError: an answer has more than N tokens.
+    """
     tokens, mask = pad_batch([codec.answer_ids(p) for p in problems], layout.new_tokens)
     return np.where(mask, tokens, codec.pad_id).astype(np.int32), mask

@@ -40,6 +40,7 @@ from entropix.tasks.math_answers import (
     cluster_answers,
     equality,
     extract_answer,
+    normalize_answer,
     score_response,
 )
 from entropix.validation import check_choice
@@ -118,12 +119,28 @@ def _parquet_rows(path: Path, fields: Sequence[str]):
         yield f"{path}: row {index}", row
 
 
-def load_records(path, question_field: str = "question", answer_field: str = "answer"):
+def load_records(
+    path: str | Path, question_field: str = "question", answer_field: str = "answer"
+) -> list[tuple[str, str, str]]:
     """``[(where, question, answer_text)]`` from a JSONL or Parquet file, validated.
 
     ``where`` is ``"file:line"`` (JSONL, 1-based, blank lines skipped) or ``"file: row i"``
     (Parquet, 0-based). Raises ``FileNotFoundError`` / one-line ``ValueError`` naming the file
     and line on a missing, empty, unreadable or malformed file or a bad row.
+
+    Args:
+        path: a ``.jsonl`` / ``.ndjson`` or ``.parquet`` / ``.pq`` file.
+        question_field: the question's field name (dotted for a nested field).
+        answer_field: the gold answer's field name (dotted for a nested field).
+
+    Returns:
+        One ``(where, question, answer_text)`` per row, in file order; the texts are
+        non-empty strings (numbers are converted).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: the file is empty, of an unknown type, unreadable or malformed, or a row
+            lacks a field (the message names file and line).
     """
     path = Path(path)
     if not path.is_file():
@@ -269,14 +286,33 @@ class MathDataset:
 
     def position(self, step: int, n: int) -> tuple[int, int]:
         """(epoch, index in that epoch's permutation) of the first problem of train step ``step``
-        with batch size ``n``: ``divmod(step * n, len(train))``."""
+        with batch size ``n``: ``divmod(step * n, len(train))``.
+
+        Args:
+            step: the train step (>= 0).
+            n: the batch size (>= 1).
+
+        Returns:
+            ``(epoch, index)``.
+
+        Raises:
+            ValueError: ``step < 0`` or ``n < 1``.
+        """
         if step < 0 or n < 1:
             raise ValueError(f"step must be >= 0 and n >= 1; got step={step}, n={n}")
         return divmod(step * n, len(self._train))
 
     def train_problems(self, step: int, n: int) -> list[Problem]:
         """The n problems of train step ``step``: items ``step*n .. step*n+n-1`` of the seeded
-        epoch-permutation stream (a pure function of (seed, step, n); crosses epochs)."""
+        epoch-permutation stream (a pure function of (seed, step, n); crosses epochs).
+
+        Args:
+            step: the train step (>= 0).
+            n: the batch size (>= 1; keep it fixed across a resumed run).
+
+        Returns:
+            ``n`` :class:`Problem` s (``prompt``: the filled template, ``answer``: the gold).
+        """
         epoch, index = self.position(step, n)
         size = len(self._train)
         out = []
@@ -289,19 +325,63 @@ class MathDataset:
 
     def eval_problems(self, n: int | None = None) -> list[Problem]:
         """The first n problems of the eval split in file order (all when n is None; [] without
-        an eval split)."""
+        an eval split).
+
+        Args:
+            n: how many problems; None for the whole split.
+
+        Returns:
+            Up to ``n`` :class:`Problem` s (fewer when the split is smaller).
+        """
         return list(self._eval if n is None else self._eval[:n])
 
     def question(self, problem: Problem) -> str:
-        """The prompt text: the template filled with the question."""
+        """The prompt text: the template filled with the question.
+
+        Args:
+            problem: a problem of this dataset.
+
+        Returns:
+            ``problem.prompt``.
+        """
         return problem.prompt
 
     def extract(self, response: str) -> str | None:
-        """The final answer in a model response by ``response_format`` (None: unparsed)."""
+        """The final answer in a model response by ``response_format`` (None: unparsed).
+
+        Args:
+            response: the decoded reply.
+
+        Returns:
+            The answer text, or None when the response holds none.
+        """
         return extract_answer(response, self.response_format)
 
+    def answer(self, problem: Problem, response: str) -> str | None:
+        """The response's answer without reading the gold one (majority votes): the extracted
+        answer, normalised for exact match (``normalize_answer``); None when unparsed.
+
+        Args:
+            problem: the problem answered (not read).
+            response: the decoded reply.
+
+        Returns:
+            The normalised answer, or None when unparsed.
+        """
+        del problem
+        extracted = self.extract(response)
+        return None if extracted is None else normalize_answer(extracted)
+
     def score(self, problem: Problem, response: str) -> Score:
-        """``Score(reward=1[equal(gold, extract(response))], correct, parsed)``; never raises."""
+        """``Score(reward=1[equal(gold, extract(response))], correct, parsed)``; never raises.
+
+        Args:
+            problem: the problem answered (``problem.answer`` is the gold answer).
+            response: the decoded reply.
+
+        Returns:
+            The :class:`Score`: reward 1.0 or 0.0, correct, parsed.
+        """
         return score_response(
             problem.answer,
             response,
@@ -322,6 +402,20 @@ class MathDataset:
 
         Votes go to answer clusters: every correct answer is one cluster (all equal the gold);
         wrong answers are grouped by the verifier (see :func:`evaluation.maj_at_k`).
+
+        Args:
+            problems: the P problems evaluated.
+            responses: for each problem its n >= max(ks) decoded replies.
+            ks: the k of pass@k / maj@k (1 is always included).
+            prefix: prepended to every metric name.
+
+        Returns:
+            ``{prefix + "pass@k", prefix + "maj@k"}`` for each k (means over problems, in
+            [0, 1]) and ``prefix + "unparsed_frac"``.
+
+        Raises:
+            ValueError: ``problems`` and ``responses`` differ in length, or a problem has
+                fewer than max(ks) responses.
         """
         if len(problems) != len(responses):
             raise ValueError(f"{len(problems)} problems but {len(responses)} response lists")

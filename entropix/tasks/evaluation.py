@@ -33,6 +33,17 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
     Computed as ``1 - prod_{i=n-c+1}^{n} (1 - k/i)`` (stable; Chen et al. 2021, "Evaluating
     Large Language Models Trained on Code", Fig. 3); 1.0 when ``n - c < k``.
+
+    Args:
+        n: the samples drawn for the problem (>= 1).
+        c: how many of them are correct, in [0, n].
+        k: the budget, in [1, n].
+
+    Returns:
+        pass@k in [0, 1].
+
+    Raises:
+        ValueError: ``c`` outside [0, n] or ``k`` outside [1, n].
     """
     n, c, k = int(n), int(c), int(k)
     if not 0 <= c <= n:
@@ -53,6 +64,18 @@ def maj_at_k(keys: Sequence, correct: Sequence[bool], k: int) -> float:
     generating polynomial per top count t, O(k^2 * clusters) array operations; n <= 1000.
     Reference: majority voting / self-consistency (Wang et al. 2023), maj1@k (Lewkowycz et al.
     2022).
+
+    Args:
+        keys: the n samples' answer keys (hashable; None = unparsed).
+        correct: the n samples' correctness.
+        k: the votes per subset, in [1, n].
+
+    Returns:
+        maj@k in [0, 1].
+
+    Raises:
+        ValueError: lengths differ, ``k`` is outside [1, n], n > :data:`MAX_VOTE_SAMPLES`,
+            a None key is marked correct, or samples of one key disagree on correctness.
     """
     n = len(keys)
     if len(correct) != n:
@@ -112,6 +135,20 @@ def evaluate_samples(
     ``correct[p][i]``: whether sample i of problem p is right; ``keys[p][i]``: its answer
     cluster for voting (see :func:`maj_at_k`). Problems may have different sample counts n_p,
     each >= max(ks). Returns ``{prefix + "pass@1", prefix + "pass@k", prefix + "maj@k", ...}``.
+
+    Args:
+        correct: per problem, per sample whether it is right (P problems, n_p samples each).
+        keys: per problem, per sample its answer key (None = unparsed); None skips maj@k.
+        ks: the k of pass@k / maj@k (1 is always included).
+        prefix: prepended to every metric name.
+
+    Returns:
+        ``{prefix + "pass@k": float}`` for each k (and ``prefix + "maj@k"`` given keys), each
+        the mean over problems, in [0, 1].
+
+    Raises:
+        ValueError: no problems, ``keys`` of another length, or a problem with fewer than
+            max(ks) samples.
     """
     if not correct:
         raise ValueError("evaluate_samples needs at least one problem")

@@ -83,6 +83,12 @@ def extract_boxed(text: str) -> str | None:
     ``,`` dropped). An unclosed last box (a truncated response) or an empty one gives None.
     Reference: ``last_boxed_only_string`` / ``remove_boxed`` of the MATH dataset code
     (Hendrycks et al. 2021).
+
+    Args:
+        text: a response or a gold solution (LaTeX).
+
+    Returns:
+        The last box's content, stripped, or None.
     """
     matches = list(_BOX_COMMAND.finditer(text))
     if not matches:
@@ -107,6 +113,12 @@ def extract_gsm8k(text: str) -> str | None:
 
     GSM8K reference solutions end in ``#### 42`` (Cobbe et al. 2021); the answer is normalised
     by :func:`normalize_answer` (``#### 1,000.`` -> ``1000``).
+
+    Args:
+        text: a response or a gold solution.
+
+    Returns:
+        The normalised answer, or None when there is no marker or nothing after it.
     """
     matches = _GSM8K_MARK.findall(text)
     if not matches:
@@ -117,7 +129,14 @@ def extract_gsm8k(text: str) -> str | None:
 
 def normalize_answer(answer: str) -> str:
     """Light normalisation for exact match: strip white space, enclosing ``$``, a trailing
-    period, and thousands separators between digits (``$1,000.$`` -> ``1000``)."""
+    period, and thousands separators between digits (``$1,000.$`` -> ``1000``).
+
+    Args:
+        answer: an extracted answer.
+
+    Returns:
+        The normalised answer (possibly empty).
+    """
     answer = answer.strip()
     while len(answer) >= 2 and answer[0] == "$" and answer[-1] == "$":
         answer = answer[1:-1].strip()
@@ -125,13 +144,26 @@ def normalize_answer(answer: str) -> str:
     return _THOUSANDS.sub("", answer)
 
 
-def extract_answer(text: str, answer_format: str = "auto", *, plain_fallback: bool = False):
+def extract_answer(
+    text: str, answer_format: str = "auto", *, plain_fallback: bool = False
+) -> str | None:
     """The final answer in ``text`` by ``answer_format``, or None when there is none.
 
     ``"boxed"``: :func:`extract_boxed`; ``"gsm8k"``: :func:`extract_gsm8k`; ``"plain"``: the
     whole text, normalised; ``"auto"``: boxed if the text has a box command, else ``####`` if it
     has the marker, else the whole text when ``plain_fallback`` (used for gold answers), else
     None (used for model responses: a response without a marked answer is unparsed).
+
+    Args:
+        text: a response or a gold answer field.
+        answer_format: one of :data:`ANSWER_FORMATS`.
+        plain_fallback: with ``"auto"``, fall back to the whole text (normalised).
+
+    Returns:
+        The answer, or None when there is none.
+
+    Raises:
+        ValueError: an unknown ``answer_format``.
     """
     check_choice(answer_format, "answer_format", ANSWER_FORMATS)
     if answer_format == "boxed":
@@ -172,6 +204,19 @@ def math_equal(gold: str, pred: str, *, timeout_seconds: int | None = 5) -> bool
     main thread; in other threads no timeout is set (signals need the main thread) and answers
     over ``MAX_ANSWER_CHARS`` characters are compared by string only. Any error or timeout
     inside math-verify counts as "not equal". Reference: Hugging Face ``math-verify``.
+
+    Args:
+        gold: the gold answer (extracted).
+        pred: the response's answer (extracted).
+        timeout_seconds: math-verify's bound per parse / comparison in the main thread, in
+            whole seconds (rounded up, at least 1); None (and any thread but the main one):
+            no bound.
+
+    Returns:
+        True when equivalent; False when not, when either side is empty, or on any error.
+
+    Raises:
+        ImportError: math-verify is not installed (only reached past the string match).
     """
     gold_n, pred_n = normalize_answer(gold), normalize_answer(pred)
     if not gold_n or not pred_n:
@@ -196,13 +241,34 @@ def math_equal(gold: str, pred: str, *, timeout_seconds: int | None = 5) -> bool
 
 
 def exact_equal(gold: str, pred: str) -> bool:
-    """Exact match after :func:`normalize_answer` (the verifier of the exact-match tasks)."""
+    """Exact match after :func:`normalize_answer` (the verifier of the exact-match tasks).
+
+    Args:
+        gold: the gold answer.
+        pred: the response's answer.
+
+    Returns:
+        True when both normalise to the same non-empty string.
+    """
     gold_n = normalize_answer(gold)
     return bool(gold_n) and gold_n == normalize_answer(pred)
 
 
-def equality(verifier: str = "math", *, timeout_seconds: int | None = 5) -> Callable:
-    """The answer comparison ``(gold, pred) -> bool`` named by ``verifier`` ("math"|"exact")."""
+def equality(
+    verifier: str = "math", *, timeout_seconds: int | None = 5
+) -> Callable[[str, str], bool]:
+    """The answer comparison ``(gold, pred) -> bool`` named by ``verifier`` ("math"|"exact").
+
+    Args:
+        verifier: ``"math"`` (:func:`math_equal`) or ``"exact"`` (:func:`exact_equal`).
+        timeout_seconds: passed to :func:`math_equal` (see there).
+
+    Returns:
+        The comparison function.
+
+    Raises:
+        ValueError: an unknown ``verifier``.
+    """
     check_choice(verifier, "verifier", VERIFIERS)
     if verifier == "exact":
         return exact_equal
@@ -221,6 +287,17 @@ def score_response(
 
     An unparsable response (no answer of ``response_format`` in it) scores
     ``Score(0.0, False, False)``; nothing here raises on model output.
+
+    Args:
+        gold: the gold answer (already extracted).
+        response: the decoded model response.
+        response_format: how to read the response (:func:`extract_answer`, no plain
+            fallback).
+        verifier: ``"math"`` or ``"exact"`` (:func:`equality`).
+        timeout_seconds: math-verify's bound (see :func:`math_equal`).
+
+    Returns:
+        ``Score(reward, correct, parsed)`` with reward 1.0 or 0.0.
     """
     pred = extract_answer(response, response_format)
     if pred is None:
@@ -231,7 +308,16 @@ def score_response(
 
 def score_metrics(scores: Iterable[Score], prefix: str = "reward/") -> dict[str, float]:
     """Batch metrics of scores: ``mean`` reward, ``accuracy``, ``unparsed`` (the count of
-    responses with no extractable answer) and ``unparsed_frac`` (that count / batch size)."""
+    responses with no extractable answer) and ``unparsed_frac`` (that count / batch size).
+
+    Args:
+        scores: the batch's scores.
+        prefix: prepended to every metric name.
+
+    Returns:
+        ``{prefix + "mean", prefix + "accuracy", prefix + "unparsed", prefix +
+        "unparsed_frac"}`` as floats (0 for an empty batch).
+    """
     scores = list(scores)
     total = max(len(scores), 1)
     unparsed = sum(not s.parsed for s in scores)
@@ -243,9 +329,20 @@ def score_metrics(scores: Iterable[Score], prefix: str = "reward/") -> dict[str,
     }
 
 
-def cluster_answers(answers: Sequence[str | None], equal: Callable = exact_equal) -> list:
+def cluster_answers(
+    answers: Sequence[str | None], equal: Callable[[str, str], bool] = exact_equal
+) -> list[int | None]:
     """Group equivalent answers for majority voting: the cluster id of each answer (None stays
-    None). Greedy: an answer joins the first cluster whose first member ``equal``s it."""
+    None). Greedy: an answer joins the first cluster whose first member ``equal``s it.
+
+    Args:
+        answers: the extracted answers (None: unparsed).
+        equal: the answer comparison (e.g. from :func:`equality`); normalised string match
+            is tried first.
+
+    Returns:
+        One cluster id (0, 1, ... in order of first appearance) or None per answer.
+    """
     reps: list[str] = []
     ids: list[int | None] = []
     for answer in answers:

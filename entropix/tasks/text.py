@@ -16,7 +16,14 @@ _VERB = ("sees", "likes", "follows", "finds", "hears", "helps")
 
 
 def sentence(rng: np.random.Generator) -> str:
-    """One sentence of the grammar."""
+    """One sentence of the grammar.
+
+    Args:
+        rng: the word source (advanced in place).
+
+    Returns:
+        The sentence, ending in a period.
+    """
 
     def phrase() -> str:
         words = [_DET[rng.integers(len(_DET))]]
@@ -29,14 +36,40 @@ def sentence(rng: np.random.Generator) -> str:
 
 
 def corpus(rng: np.random.Generator, n_sentences: int) -> str:
-    """``n_sentences`` sentences joined by spaces."""
+    """``n_sentences`` sentences joined by spaces.
+
+    Args:
+        rng: the word source (advanced in place).
+        n_sentences: how many sentences.
+
+    Returns:
+        The corpus text.
+    """
     return " ".join(sentence(rng) for _ in range(n_sentences))
 
 
 def lm_windows(
-    text: str, seq_len: int, batch_size: int, rng: np.random.Generator, tokenizer=None
+    text: str,
+    seq_len: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    tokenizer: CharTokenizer | None = None,
 ) -> np.ndarray:
-    """A batch of random windows ``int32 [batch_size, seq_len + 1]`` (inputs + next tokens)."""
+    """A batch of random windows ``int32 [batch_size, seq_len + 1]`` (inputs + next tokens).
+
+    Args:
+        text: the corpus to cut windows from.
+        seq_len: T, the input length; each window holds T + 1 tokens.
+        batch_size: B, the windows drawn (start positions uniform, with replacement).
+        rng: picks the start positions.
+        tokenizer: encodes ``text``; None uses a default :class:`CharTokenizer`.
+
+    Returns:
+        int32 ``[B, T + 1]`` token ids.
+
+    Raises:
+        ValueError: ``text`` has at most T + 1 tokens.
+    """
     ids = np.asarray((tokenizer or CharTokenizer()).encode(text), np.int32)
     if len(ids) <= seq_len + 1:
         raise ValueError(f"text has {len(ids)} tokens; need more than seq_len + 1 = {seq_len + 1}")

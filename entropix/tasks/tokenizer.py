@@ -30,14 +30,34 @@ class CharTokenizer:
         return len(SPECIALS) + len(self.alphabet)
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        """Ids of ``text``, optionally wrapped in ``<bos>`` / ``<eos>``."""
+        """Ids of ``text``, optionally wrapped in ``<bos>`` / ``<eos>``.
+
+        Args:
+            text: characters of the alphabet only.
+            bos: prepend ``<bos>``.
+            eos: append ``<eos>``.
+
+        Returns:
+            The token ids, one per character (plus the specials asked for).
+
+        Raises:
+            ValueError: ``text`` has a character outside the alphabet.
+        """
         unknown = sorted(set(text) - set(self._ids))
         if unknown:
             raise ValueError(f"characters {unknown} are not in the tokenizer alphabet")
         return [BOS] * bos + [self._ids[ch] for ch in text] + [EOS] * eos
 
     def decode(self, ids: Sequence[int], stop_at_eos: bool = True) -> str:
-        """Text of ``ids``: specials are dropped and decoding stops at the first ``<eos>``."""
+        """Text of ``ids``: specials are dropped and decoding stops at the first ``<eos>``.
+
+        Args:
+            ids: token ids (list or int array ``[L]``).
+            stop_at_eos: stop at the first ``<eos>``; False decodes past it (dropping it).
+
+        Returns:
+            The decoded text.
+        """
         out = []
         for i in np.asarray(ids).tolist():
             if i == EOS and stop_at_eos:
@@ -47,12 +67,33 @@ class CharTokenizer:
         return "".join(out)
 
     def ended(self, ids: Sequence[int]) -> bool:
-        """Whether ``ids`` contains ``<eos>`` (the response was terminated)."""
+        """Whether ``ids`` contains ``<eos>`` (the response was terminated).
+
+        Args:
+            ids: token ids (list or int array ``[L]``).
+
+        Returns:
+            True when an ``<eos>`` occurs.
+        """
         return EOS in np.asarray(ids).tolist()
 
 
-def pad_batch(seqs: Sequence[Sequence[int]], length: int | None = None, left: bool = False):
-    """Stack id lists into int32 ``[B, L]`` with ``<pad>`` (left or right) and a bool mask."""
+def pad_batch(
+    seqs: Sequence[Sequence[int]], length: int | None = None, left: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stack id lists into int32 ``[B, L]`` with ``<pad>`` (left or right) and a bool mask.
+
+    Args:
+        seqs: the B id lists.
+        length: L; None uses the longest sequence's length.
+        left: pad on the left (prompts) instead of the right.
+
+    Returns:
+        ``(ids, mask)``: int32 ``[B, L]`` padded ids and bool ``[B, L]`` (True on real tokens).
+
+    Raises:
+        ValueError: a sequence is longer than ``length``.
+    """
     length = max(len(s) for s in seqs) if length is None else length
     if any(len(s) > length for s in seqs):
         raise ValueError(f"a sequence is longer than length={length}")

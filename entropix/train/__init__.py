@@ -16,7 +16,8 @@ from entropix.train.mesh import (
     state_shardings,
     tree_shardings,
 )
-from entropix.train.metrics import MetricsLogger, progress_line, read_metrics
+from entropix.train.metrics import MetricsLogger, metrics_postfix, read_metrics
+from entropix.train.progress import Progress, tracked
 from entropix.train.state import TrainState
 from entropix.train.step import (
     NonFiniteError,
@@ -37,6 +38,7 @@ __all__ = [
     "FitResult",
     "MetricsLogger",
     "NonFiniteError",
+    "Progress",
     "TrainConfig",
     "TrainState",
     "check_guard",
@@ -47,13 +49,14 @@ __all__ = [
     "make_mesh",
     "make_train_step",
     "merge_rows",
+    "metrics_postfix",
     "nonfinite_terms",
-    "progress_line",
     "read_metrics",
     "replicated",
     "shard_batch",
     "spec_for",
     "split_rows",
     "state_shardings",
+    "tracked",
     "tree_shardings",
 ]

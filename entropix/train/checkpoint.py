@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +38,15 @@ def _is_key(x) -> bool:
     return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def flatten_state(state) -> dict[str, jax.Array]:
-    """{path: array} for every array leaf (typed PRNG keys stored as their uint32 data)."""
+def flatten_state(state: Any) -> dict[str, jax.Array]:
+    """{path: array} for every array leaf (typed PRNG keys stored as their uint32 data).
+
+    Args:
+        state: a pytree of arrays (e.g. a TrainState).
+
+    Returns:
+        dict from each leaf's "/"-joined pytree path to the leaf (key data for PRNG keys).
+    """
     flat = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
         flat[path_name(path)] = jax.random.key_data(leaf) if _is_key(leaf) else leaf
@@ -66,8 +74,17 @@ def _fingerprint_arrays(flat):
     return {k: one(v) for k, v in flat.items()}
 
 
-def fingerprint(flat: dict) -> dict[str, int]:
-    """A position-weighted uint32 checksum of each leaf's bits (same on any sharding)."""
+def fingerprint(flat: dict[str, jax.Array]) -> dict[str, int]:
+    """A position-weighted uint32 checksum of each leaf's bits (same on any sharding).
+
+    Formula: sum_i w_i (i * 2654435761 + 1) mod 2^32 over the leaf's uint32 words w_i.
+
+    Args:
+        flat: {name: array} as from :func:`flatten_state`.
+
+    Returns:
+        {name: checksum} with Python ints in [0, 2^32).
+    """
     return {k: int(v) for k, v in jax.device_get(_fingerprint_arrays(flat)).items()}
 
 
@@ -102,14 +119,27 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(self.directory, options=self.options)
 
     def steps(self) -> list[int]:
+        """The saved steps, oldest first.
+
+        Returns:
+            Sorted list of step numbers on disk.
+        """
         return sorted(self._manager.all_steps())
 
-    def save(self, tree, *, step: int | None = None, force: bool = False) -> bool:
+    def save(self, tree: Any, *, step: int | None = None, force: bool = False) -> bool:
         """Save ``tree`` as step ``step`` (default ``tree.step``, as on a TrainState) if the step
-        is on the interval (or ``force``) and not saved yet; returns whether it saved.
+        is on the interval (or ``force``) and not saved yet.
 
         Asynchronous when enabled: the arrays are copied off the devices before this returns,
         the files are written in the background (``wait()`` blocks until they are).
+
+        Args:
+            tree: a pytree of arrays; a ``data_position`` attribute is stored in the metadata.
+            step: the step number; default ``tree.step``.
+            force: save even when ``step`` is not a multiple of ``every``; default False.
+
+        Returns:
+            Whether a save was started.
         """
         step = int(jax.device_get(tree.step if step is None else step))
         if not force and step % self.every:
@@ -123,11 +153,20 @@ class Checkpointer:
         args = ocp.args.Composite(state=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta))
         return bool(self._manager.save(step, args=args, force=True))
 
-    def restore(self, abstract_state, shardings=None):
-        """The newest intact checkpoint as a pytree shaped like ``abstract_state`` (arrays or
-        ShapeDtypeStructs; static fields are taken from it), placed with ``shardings`` (a
-        matching pytree of shardings; default: each leaf's own sharding, else device 0).
-        Returns None when no step can be restored.
+    def restore(self, abstract_state: Any, shardings: Any | None = None) -> Any | None:
+        """The newest intact checkpoint as a pytree shaped like ``abstract_state``.
+
+        Steps that fail to load or verify are quarantined (module docstring) and the previous
+        one is tried.
+
+        Args:
+            abstract_state: the expected pytree, of arrays or ShapeDtypeStructs (static fields
+                are taken from it).
+            shardings: a pytree of shardings matching ``abstract_state``; default each leaf's
+                own sharding, else device 0.
+
+        Returns:
+            The restored pytree, or None when no step can be restored.
         """
         leaves, treedef = jax.tree_util.tree_flatten(abstract_state)
         paths = [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(abstract_state)[0]]
@@ -211,10 +250,18 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
+        """Wait for pending saves, then release the checkpoint manager."""
         self._manager.wait_until_finished()
         self._manager.close()
 
 
-def as_numpy(state) -> dict[str, np.ndarray]:
-    """{path: numpy array} of a state's leaves (fully addressable arrays only)."""
+def as_numpy(state: Any) -> dict[str, np.ndarray]:
+    """{path: numpy array} of a state's leaves (fully addressable arrays only).
+
+    Args:
+        state: a pytree of arrays (e.g. a TrainState).
+
+    Returns:
+        dict from each leaf's "/"-joined path to a numpy copy (PRNG keys as key data).
+    """
     return {k: np.asarray(jax.device_get(v)) for k, v in flatten_state(state).items()}

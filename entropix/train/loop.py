@@ -27,6 +27,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TextIO
 
 import jax
 import optax
@@ -49,7 +50,8 @@ class TrainConfig:
     mini_batches / epochs: optimiser updates per step (each batch is split into
     ``mini_batches`` mini-batches, visited ``epochs`` times); checkpoint_every / keep /
     async_checkpoint: orbax saving; max_nonfinite: stop after this many non-finite steps in a
-    row; progress_every: plain progress line interval (non-TTY); tensorboard: write event
+    row; stage: the name the progress bar carries ("sft", "rl", ...); progress_every: plain
+    progress line interval (non-TTY); tensorboard: write event
     files; seed: model init and step RNG; mesh: (data, fsdp, tensor) sizes, one of them may be
     -1 (all remaining devices); probe_every / eval_every: run the step's probe / ``evaluate``
     every N steps (0: never).
@@ -63,6 +65,7 @@ class TrainConfig:
     keep: int = 3
     async_checkpoint: bool = True
     max_nonfinite: int = 10
+    stage: str = "train"
     progress_every: int = 10
     tensorboard: bool = True
     seed: int = 0
@@ -102,8 +105,8 @@ def init_state(
     controllers: Mapping[str, Controller] | None = None,
     rules: Rules = DEFAULT_RULES,
     frozen_fn: Callable[[nnx.State], dict] | None = None,
-    wrt=nnx.Param,
-):
+    wrt: Any = nnx.Param,
+) -> tuple[TrainState, Any, Callable[..., TrainState]]:
     """(abstract state, shardings, create) where ``create(params=None)`` builds the sharded
     state, with ``params`` (an ``nnx.State`` of the ``wrt`` variables, e.g. loaded weights) in
     place of the initialisation when given.
@@ -111,8 +114,21 @@ def init_state(
     The model is initialised from ``fold_in(PRNGKey(seed), 0)``, the step RNG is
     ``fold_in(PRNGKey(seed), 1)``; the result does not depend on the mesh. On several devices
     the state is built inside ``jax.jit`` with its output shardings (parameters never exist
-    unsharded); on one device eagerly. ``frozen_fn`` builds ``TrainState.frozen`` from the
-    starting parameters.
+    unsharded); on one device eagerly.
+
+    Args:
+        model_fn: ``model_fn(rngs) -> nnx.Module`` builds the model.
+        optimizer: the optax transform of the trainable variables.
+        mesh: the device mesh the state is placed on.
+        seed: model init and step RNG seed; default 0.
+        controllers: {name: controller}; default none.
+        rules: partition rules (``entropix.train.mesh``); default ``DEFAULT_RULES``.
+        frozen_fn: builds ``TrainState.frozen`` from the starting parameters; default none.
+        wrt: nnx filter of the trainable variables; default ``nnx.Param``.
+
+    Returns:
+        ``(abstract, shardings, create)``: the TrainState of ShapeDtypeStructs, the matching
+        pytree of NamedShardings, and ``create(params=None) -> TrainState`` (sharded).
     """
 
     def build(params):
@@ -145,7 +161,7 @@ def init_state(
 
 
 def fit(
-    run_dir,
+    run_dir: str | Path,
     *,
     model_fn: Callable[[nnx.Rngs], nnx.Module],
     optimizer: optax.GradientTransformation,
@@ -156,19 +172,45 @@ def fit(
     logits_fn: Callable | None = None,
     mesh: Mesh | None = None,
     rules: Rules = DEFAULT_RULES,
-    stream=None,
+    stream: TextIO | None = None,
     init_params: Callable[[], nnx.State] | None = None,
     frozen_fn: Callable[[nnx.State], dict] | None = None,
     prepare_fn: Callable | None = None,
     weight_fn: Callable | None = None,
     probe_fn: Callable | None = None,
     evaluate: Callable[[TrainState], Mapping[str, float]] | None = None,
-    wrt=nnx.Param,
+    wrt: Any = nnx.Param,
 ) -> FitResult:
     """Train to ``config.steps`` in ``run_dir``, resuming from its checkpoints if any.
 
     Raises ``NonFiniteError`` (after logging) when ``config.max_nonfinite`` steps in a row
-    were non-finite; the message names the step and the offending loss terms.
+    were non-finite; the message names the step and the offending loss terms. The module
+    docstring describes each callable's contract.
+
+    Args:
+        run_dir: the run directory (checkpoints, ``metrics.jsonl``, TensorBoard events).
+        model_fn: ``model_fn(rngs) -> nnx.Module``.
+        optimizer: the optax transform.
+        loss_fn: ``loss_fn(model, batch, key, controls) -> (loss, metrics)``.
+        data: ``data(position, state) -> batch`` (this process's rows ``[batch, ...]``).
+        config: steps, batching, checkpointing, logging and mesh settings.
+        controllers: {name: controller}; default none.
+        logits_fn: ``logits_fn(model, batch)`` for the safe step; default none.
+        mesh: the device mesh; default ``make_mesh(*config.mesh)``.
+        rules: partition rules; default ``DEFAULT_RULES``.
+        stream: where progress goes; default stdout.
+        init_params: ``init_params() -> nnx.State``, the starting parameters on a fresh
+            start; default the model's initialisation.
+        frozen_fn: ``frozen_fn(params) -> dict``, the state's frozen arrays; default none.
+        prepare_fn: the step's prepare hook (``entropix.train.step``); default none.
+        weight_fn: the step's micro-batch weight; default 1.
+        probe_fn: the step's probe, run every ``config.probe_every`` steps; default none.
+        evaluate: ``evaluate(state) -> {name: scalar}``, every ``config.eval_every`` steps
+            and at the last; default none.
+        wrt: nnx filter of the trainable variables; default ``nnx.Param``.
+
+    Returns:
+        :class:`FitResult`: final state, resumed-from step, last metrics, checkpoint problems.
     """
     run_dir = Path(run_dir)
     mesh = make_mesh(*config.mesh) if mesh is None else mesh
@@ -200,6 +242,7 @@ def fit(
         resume_step=step,
         tensorboard=config.tensorboard,
         progress_every=config.progress_every,
+        desc=config.stage,
         stream=stream,
     )
     if resumed_from is not None:

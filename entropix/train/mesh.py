@@ -15,6 +15,7 @@
 import math
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -44,11 +45,24 @@ DEFAULT_RULES: tuple[tuple[str, P], ...] = LLAMA_RULES + (
 )
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, *, devices=None) -> Mesh:
+def make_mesh(
+    data: int = -1,
+    fsdp: int = 1,
+    tensor: int = 1,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+) -> Mesh:
     """A mesh with axes (data, fsdp, tensor); one size may be -1 (fill the remaining devices).
 
-    ``devices`` defaults to ``jax.devices()`` (every process's devices); the product of the
-    sizes must equal their number.
+    Args:
+        data: size of the ``data`` axis, or -1; default -1.
+        fsdp: size of the ``fsdp`` axis, or -1; default 1.
+        tensor: size of the ``tensor`` axis, or -1; default 1.
+        devices: the devices to lay out; default ``jax.devices()`` (every process's). The
+            product of the sizes must equal their number.
+
+    Returns:
+        A ``jax.sharding.Mesh`` with axes :data:`AXES` of type Auto.
     """
     devices = list(jax.devices() if devices is None else devices)
     sizes = [data, fsdp, tensor]
@@ -71,8 +85,15 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, *, devices=None) -
     return Mesh(np.asarray(devices, dtype=object).reshape(sizes), AXES, axis_types=auto)
 
 
-def path_name(path) -> str:
-    """Keys of a pytree path joined with "/" (dict keys, attribute names, sequence indices)."""
+def path_name(path: Sequence[Any]) -> str:
+    """Keys of a pytree path joined with "/" (dict keys, attribute names, sequence indices).
+
+    Args:
+        path: a pytree key path, as from ``jax.tree_util.tree_flatten_with_path``.
+
+    Returns:
+        The keys joined with "/" (e.g. ``params/layers/0/attn/q_proj/kernel``).
+    """
     parts = []
     for key in path:
         for attr in ("key", "name", "idx"):
@@ -85,7 +106,18 @@ def path_name(path) -> str:
 
 
 def spec_for(name: str, shape: Sequence[int], mesh: Mesh, rules: Rules) -> P:
-    """The PartitionSpec the first matching rule gives a leaf ``name`` of ``shape``."""
+    """The PartitionSpec the first matching rule gives a leaf ``name`` of ``shape``.
+
+    Args:
+        name: the leaf's path name (:func:`path_name`).
+        shape: the leaf's shape.
+        mesh: the mesh whose axis sizes decide which splits divide.
+        rules: ``[(regex, PartitionSpec), ...]`` (module docstring).
+
+    Returns:
+        The spec, with axes that do not divide their dimension dropped; ``P()`` (replicated)
+        when no rule applies.
+    """
     for pattern, spec in rules:
         if len(spec) != len(shape) or not re.search(pattern, name):
             continue
@@ -98,8 +130,18 @@ def spec_for(name: str, shape: Sequence[int], mesh: Mesh, rules: Rules) -> P:
     return P()
 
 
-def tree_shardings(tree, mesh: Mesh, rules: Rules, prefix: str = ""):
-    """A pytree of NamedShardings like ``tree`` (arrays or ShapeDtypeStructs) by ``rules``."""
+def tree_shardings(tree: Any, mesh: Mesh, rules: Rules, prefix: str = "") -> Any:
+    """A pytree of NamedShardings like ``tree`` (arrays or ShapeDtypeStructs) by ``rules``.
+
+    Args:
+        tree: a pytree of arrays or ShapeDtypeStructs.
+        mesh: the mesh the shardings live on.
+        rules: ``[(regex, PartitionSpec), ...]``.
+        prefix: prepended with "/" to each leaf's path before matching; default none.
+
+    Returns:
+        A pytree of ``NamedSharding`` with the structure of ``tree``.
+    """
 
     def one(path, leaf):
         name = f"{prefix}/{path_name(path)}" if prefix else path_name(path)
@@ -108,25 +150,57 @@ def tree_shardings(tree, mesh: Mesh, rules: Rules, prefix: str = ""):
     return jax.tree_util.tree_map_with_path(one, tree)
 
 
-def state_shardings(abstract_state, mesh: Mesh, rules: Rules = DEFAULT_RULES):
-    """Shardings for a TrainState (abstract or concrete); paths start with the field name."""
+def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
+    """Shardings for a TrainState (abstract or concrete); paths start with the field name.
+
+    Args:
+        abstract_state: a TrainState of arrays or ShapeDtypeStructs.
+        mesh: the mesh the shardings live on.
+        rules: partition rules; default :data:`DEFAULT_RULES`.
+
+    Returns:
+        A pytree of ``NamedSharding`` with the structure of ``abstract_state``.
+    """
     return tree_shardings(abstract_state, mesh, rules)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+    """The fully replicated sharding on ``mesh``.
+
+    Args:
+        mesh: the mesh.
+
+    Returns:
+        ``NamedSharding(mesh, P())``.
+    """
     return NamedSharding(mesh, P())
 
 
 def batch_spec(ndim: int) -> P:
+    """The spec of a batch leaf: leading axis over :data:`BATCH_AXES`, scalars replicated.
+
+    Args:
+        ndim: the leaf's rank.
+
+    Returns:
+        ``P(("data", "fsdp"))`` for ndim >= 1, else ``P()``.
+    """
     return P(BATCH_AXES) if ndim else P()
 
 
-def shard_batch(local_batch, mesh: Mesh):
+def shard_batch(local_batch: Any, mesh: Mesh) -> Any:
     """Global arrays from this process's rows: leading axis over (data, fsdp), scalars replicated.
 
-    Numpy leaves are this process's rows: on one process the whole batch, on N processes each
-    passes its contiguous block (process i: rows [i*B/N, (i+1)*B/N)). ``jax.Array`` leaves
-    (e.g. rollouts already on the mesh) are global arrays and are only resharded.
+    Args:
+        local_batch: a pytree of arrays ``[batch, ...]``. Numpy leaves are this process's rows:
+            on one process the whole batch, on N processes each passes its contiguous block
+            (process i: rows [i*B/N, (i+1)*B/N)). ``jax.Array`` leaves (e.g. rollouts already
+            on the mesh) are global arrays and are only resharded. The global batch must
+            divide by data * fsdp.
+        mesh: the mesh.
+
+    Returns:
+        The pytree of global ``jax.Array``s with :func:`batch_spec` shardings.
     """
     split = mesh.shape["data"] * mesh.shape["fsdp"]
 

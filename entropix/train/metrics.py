@@ -16,20 +16,21 @@ fixed ones are exactly the train step's metric names. On resume, records after t
 step are dropped first, so the file never holds a step twice.
 
 TensorBoard: ``<run_dir>/tensorboard/`` (tensorboardX), one scalar per metric per step
-(non-finite values skipped). Progress: on a terminal one line rewritten in place (step/total,
-loss, entropy, reward, steps/s, skipped steps); otherwise a plain line every
+(non-finite values skipped). Progress (``entropix.train.progress``): on a terminal a bar with
+rate and ETA showing loss, entropy, reward and skipped steps; otherwise a plain line every
 ``progress_every`` steps. Only process 0 writes anything. The rate counts the steps between
 two records, so a caller may log every N-th step only.
 """
 
 import json
 import math
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import jax
+
+from entropix.train.progress import Progress
 
 FIXED_KEYS = ("step", "time", "elapsed_s", "steps_per_s")
 METRICS_FILE = "metrics.jsonl"
@@ -45,9 +46,18 @@ def _find(metrics: Mapping, names: tuple[str, ...], suffixes: tuple[str, ...]):
     return None
 
 
-def progress_line(step: int, total: int | None, metrics: Mapping, steps_per_s: float) -> str:
-    """``step 12/100 | loss 0.7310 | entropy 1.210 | reward 0.500 | 3.20 steps/s``."""
-    parts = [f"step {step}" + (f"/{total}" if total else "")]
+def metrics_postfix(metrics: Mapping[str, float]) -> str:
+    """The metrics a progress line shows: ``loss 0.7310 | entropy 1.210 | reward 0.500``, and
+    ``skipped N`` once the non-finite guard has skipped updates.
+
+    Args:
+        metrics: a step's metrics, floats keyed by name (entropy and reward are found by name
+            or by a ``/entropy`` / ``/reward`` suffix).
+
+    Returns:
+        The postfix text (empty when none of them is present).
+    """
+    parts = []
     loss = metrics.get("loss")
     if loss is not None:
         parts.append(f"loss {loss:.4f}")
@@ -57,7 +67,6 @@ def progress_line(step: int, total: int | None, metrics: Mapping, steps_per_s: f
     reward = _find(metrics, ("reward", "reward/mean"), ("/reward", "reward/mean"))
     if reward is not None:
         parts.append(f"reward {reward:.3f}")
-    parts.append(f"{steps_per_s:.2f} steps/s")
     skipped = metrics.get("guard/nonfinite_total", 0)
     if skipped:
         parts.append(f"skipped {int(skipped)}")
@@ -80,14 +89,16 @@ class MetricsLogger:
         resume_step: int = 0,
         tensorboard: bool = True,
         progress_every: int = 1,
+        desc: str = "step",
         stream=None,
     ):
         self.enabled = jax.process_index() == 0
         self.run_dir = Path(run_dir)
         self.total_steps = total_steps
-        self.progress_every = max(1, progress_every)
-        self.stream = sys.stdout if stream is None else stream
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.progress = Progress(
+            total_steps, desc, initial=resume_step, every=progress_every, unit="steps",
+            stream=stream,
+        )  # fmt: skip
         self.start = self.last = time.time()
         self.last_step = resume_step
         self.rate = 0.0
@@ -108,7 +119,16 @@ class MetricsLogger:
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
 
     def log(self, step: int, metrics: Mapping[str, float]) -> dict:
-        """Record the metrics of ``step``; returns the JSON record."""
+        """Record the metrics of ``step`` (JSONL, TensorBoard, progress; process 0 only).
+
+        Args:
+            step: the completed step.
+            metrics: its metrics, floats keyed by name.
+
+        Returns:
+            The JSON record: ``step``, ``time``, ``elapsed_s``, ``steps_per_s`` and the
+            metrics (non-finite values as None).
+        """
         now = time.time()
         rate = max(step - self.last_step, 1) / max(now - self.last, 1e-9)
         self.rate = rate if self.rate == 0.0 else 0.9 * self.rate + 0.1 * rate
@@ -125,27 +145,22 @@ class MetricsLogger:
             for key, value in values.items():
                 if math.isfinite(value):
                     self._tb.add_scalar(key, value, step)
-        line = progress_line(step, self.total_steps, values, self.rate)
-        if self.tty:
-            self.stream.write("\r\033[K" + line)
-            self.stream.flush()
-        elif step % self.progress_every == 0 or step == self.total_steps:
-            self.stream.write(line + "\n")
-            self.stream.flush()
+        self.progress.update(step, metrics_postfix(values))
         return record
 
     def message(self, text: str) -> None:
-        """Print a line (on a terminal, below the progress line)."""
-        if self.enabled:
-            self.stream.write(("\n" if self.tty else "") + text + "\n")
-            self.stream.flush()
+        """Print a line (on a terminal, above the progress bar).
+
+        Args:
+            text: the line.
+        """
+        self.progress.write(text)
 
     def close(self) -> None:
+        """Close the progress bar, the JSONL file and the TensorBoard writer."""
+        self.progress.close()
         if not self.enabled:
             return
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -154,8 +169,15 @@ class MetricsLogger:
             self._tb = None
 
 
-def read_metrics(run_dir) -> list[dict]:
-    """The records of ``<run_dir>/metrics.jsonl`` (``null`` values read back as NaN)."""
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of ``<run_dir>/metrics.jsonl`` (``null`` values read back as NaN).
+
+    Args:
+        run_dir: the run directory.
+
+    Returns:
+        One dict per logged step, in file order (a torn last line is dropped).
+    """
     records = []
     for line in _lines(Path(run_dir) / METRICS_FILE):
         record = json.loads(line)

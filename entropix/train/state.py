@@ -22,6 +22,7 @@ structure), ``tx`` (the optax transform), ``controllers`` ((name, controller) pa
 """
 
 from collections.abc import Mapping
+from typing import Any
 
 import flax.struct
 import jax
@@ -74,10 +75,22 @@ class TrainState:
         rng: jax.Array,
         controllers: Mapping[str, Controller] | None = None,
         frozen: dict | None = None,
-        wrt=nnx.Param,
+        wrt: Any = nnx.Param,
     ) -> "TrainState":
         """Split ``model`` into graphdef / trainable ``wrt`` variables / other state and
-        initialise everything; ``frozen`` is kept as given (see the module docstring)."""
+        initialise everything; ``frozen`` is kept as given (see the module docstring).
+
+        Args:
+            model: the nnx module to train.
+            tx: the optax transform of the trainable variables.
+            rng: raw uint32[2] key from ``jax.random.PRNGKey`` (typed keys are refused).
+            controllers: {name: controller} (:class:`entropix.optim.Controller`); default none.
+            frozen: dict of arrays the step reads and never updates; default ``{}``.
+            wrt: nnx filter of the trainable variables; default ``nnx.Param``.
+
+        Returns:
+            The initial :class:`TrainState` (step 0, no leaf aliasing another).
+        """
         graphdef, params, model_state = nnx.split(model, wrt, ...)
         controllers = tuple((controllers or {}).items())
         for name, controller in controllers:
@@ -112,11 +125,20 @@ class TrainState:
         return _unaliased(state)
 
     def model(self) -> nnx.Module:
-        """The nnx module with this state's parameters and variables."""
+        """The nnx module with this state's parameters and variables.
+
+        Returns:
+            A new module (a copy: changing it leaves the state as it is).
+        """
         return nnx.merge(self.graphdef, self.params, self.model_state, copy=True)
 
     def control_values(self) -> dict[str, jax.Array]:
-        """The values every controller hands to the loss this step, merged into one dict."""
+        """The values every controller hands to the loss this step, merged into one dict.
+
+        Returns:
+            {control name: float32 scalar}; raises ValueError if two controllers set one
+            control, or one sets ``"step"``.
+        """
         values: dict[str, jax.Array] = {}
         for name, controller in self.controllers:
             for key, value in controller.controls(self.controls[name]).items():

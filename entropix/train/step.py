@@ -62,7 +62,8 @@ probed steps.
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -94,10 +95,19 @@ def _scalar_metrics(metrics: dict, loss) -> dict:
     return out
 
 
-def split_rows(batch, parts: int, what: str = "parts"):
+def split_rows(batch: Any, parts: int, what: str = "parts") -> Any:
     """Stack ``parts`` strided slices of ``batch`` on a new leading axis: slice k holds rows
     k, k + parts, k + 2 parts, ... (so each slice of a batch sharded over devices stays spread
-    over them); scalar leaves are broadcast. Raises ``ValueError`` if the rows do not split."""
+    over them); scalar leaves are broadcast. Raises ``ValueError`` if the rows do not split.
+
+    Args:
+        batch: a pytree of arrays ``[B, ...]`` (B divisible by ``parts``) or scalars.
+        parts: the number of slices.
+        what: what the slices are called in the error message; default ``"parts"``.
+
+    Returns:
+        The pytree with leaves ``[parts, B / parts, ...]`` (scalars as ``[parts]``).
+    """
 
     def one(x):
         if x.ndim == 0:
@@ -110,8 +120,15 @@ def split_rows(batch, parts: int, what: str = "parts"):
     return jax.tree.map(one, batch)
 
 
-def merge_rows(stacked):
-    """The inverse of :func:`split_rows`: ``[parts, B / parts, ...]`` back to ``[B, ...]``."""
+def merge_rows(stacked: Any) -> Any:
+    """The inverse of :func:`split_rows`: ``[parts, B / parts, ...]`` back to ``[B, ...]``.
+
+    Args:
+        stacked: a pytree of arrays ``[parts, B / parts, ...]``.
+
+    Returns:
+        The pytree with leaves ``[B, ...]`` in the original row order.
+    """
 
     def one(x):
         return jnp.swapaxes(x, 0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
@@ -137,15 +154,34 @@ def make_train_step(
     probe_fn: Callable | None = None,
     logits_fn: Callable | None = None,
     mesh: Mesh | None = None,
-    state_sharding=None,
+    state_sharding: Any | None = None,
     donate: bool = True,
-):
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Compile ``(state, batch, probe=False) -> (state, metrics)`` (see the module docstring).
 
-    With a ``mesh``, ``state_sharding`` (from ``entropix.train.mesh.state_shardings``) fixes
-    the layout of the state in and out, batches come sharded over (data, fsdp), metrics come
-    back replicated. ``donate`` donates the old state's buffers to the new one. ``probe`` is a
-    static argument: a probed step is its own compilation.
+    ``probe`` is a static argument: a probed step is its own compilation.
+
+    Args:
+        loss_fn: ``loss_fn(model, batch, key, controls) -> (loss, metrics)``.
+        micro_batches: gradient-accumulation slices per update, >= 1; default 1.
+        mini_batches: optimiser updates per pass over the batch, >= 1; default 1.
+        epochs: passes over the batch, >= 1; default 1.
+        weight_fn: ``weight_fn(micro_batch) -> scalar`` weight in the accumulation; default 1.
+        prepare_fn: ``prepare_fn(model, frozen, batch, key, controls) -> (batch, metrics)``,
+            run once before the updates; default none.
+        probe_fn: ``probe_fn(before, after, batch, key, controls) -> metrics`` on probed
+            steps; default none.
+        logits_fn: ``logits_fn(model, batch) -> logits`` or ``(logits, mask)``, handed to the
+            optimiser (the safe step); default none.
+        mesh: the device mesh; give it with ``state_sharding`` or neither.
+        state_sharding: shardings of the state (``entropix.train.mesh.state_shardings``),
+            fixing its layout in and out; batches come sharded over (data, fsdp), metrics
+            back replicated.
+        donate: donate the old state's buffers to the new one; default True.
+
+    Returns:
+        ``train_step(state, batch, probe=False) -> (new_state, metrics)`` (metrics: dict of
+        float32 scalars, module docstring), with ``train_step.lower`` for inspection.
     """
     for name, value in (
         ("micro_batches", micro_batches),
@@ -340,8 +376,15 @@ def make_train_step(
     return train_step
 
 
-def nonfinite_terms(metrics: dict) -> list[str]:
-    """Loss metrics (not the step's own ``optim/``/``guard/``/``controls/``) that are not finite."""
+def nonfinite_terms(metrics: Mapping[str, Any]) -> list[str]:
+    """Loss metrics (not the step's own ``optim/``/``guard/``/``controls/``) that are not finite.
+
+    Args:
+        metrics: a step's metrics, scalars keyed by name.
+
+    Returns:
+        The sorted names of the non-finite loss metrics.
+    """
     return sorted(
         key
         for key, value in metrics.items()
@@ -349,12 +392,18 @@ def nonfinite_terms(metrics: dict) -> list[str]:
     )
 
 
-def check_guard(metrics: dict, step: int, max_nonfinite: int) -> None:
+def check_guard(metrics: Mapping[str, Any], step: int, max_nonfinite: int) -> None:
     """Raise :class:`NonFiniteError` once ``max_nonfinite`` steps in a row were skipped.
 
     The message names the step and the loss terms that were not finite (``"<term>/loss"``
     metrics of ``compose``; any non-finite loss metric otherwise), or says that only the
     gradient / update was non-finite.
+
+    Args:
+        metrics: the step's metrics (with ``guard/nonfinite_streak``, ``optim/grad_norm`` and
+            ``optim/update_norm``).
+        step: the step number, for the message.
+        max_nonfinite: how many skipped steps in a row are tolerated.
     """
     streak = int(metrics["guard/nonfinite_streak"])
     if streak < max_nonfinite:

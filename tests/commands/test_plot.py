@@ -1,4 +1,6 @@
-from entropix.commands.plot import plot_run
+import json
+
+from entropix.plots import plot_run
 from tests.commands.conftest import write_run
 
 ALL = {"curves.png", "entropy_change.png", "quadrants.png", "entropy_position.png"}
@@ -17,3 +19,15 @@ def test_sweep_plots_each_sub_run(tmp_path):
     write_run(tmp_path / "b", steps=8, dynamics=False)
     names = {p.name for p in plot_run(tmp_path)}
     assert names == ALL | {"entropy_law.png"}
+
+
+def test_a_run_whose_predicted_change_is_always_zero_still_plots(tmp_path):
+    """Zero advantages everywhere (e.g. no reward yet): every share is undefined, not a crash."""
+    run_dir = write_run(tmp_path / "run", steps=4)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    zeroed = [
+        json.dumps({k: (0.0 if k.startswith("dH/pred/") else v) for k, v in json.loads(r).items()})
+        for r in lines
+    ]
+    (run_dir / "metrics.jsonl").write_text("\n".join(zeroed) + "\n")
+    assert "quadrants.png" in {p.name for p in plot_run(run_dir)}

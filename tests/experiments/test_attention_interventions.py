@@ -18,7 +18,7 @@ def test_attention_collapse_smoke_baseline_collapses_sigma_reparam_does_not(tmp_
     rows = [json.loads(line) for line in (tmp_path / "baseline" / "metrics.jsonl").open()]
     assert {"attn/L0H0", "attn/L1H3", "entropy", "loss"} <= set(rows[0])
     assert (tmp_path / "plots" / "attention_heads.png").stat().st_size > 0
-    assert "| sigma_reparam |" in (tmp_path / "attention.md").read_text()
+    assert "| sigma_reparam |" in (tmp_path / "results.md").read_text()
 
 
 def test_interventions_sweep_smoke_shares_sft_and_writes_table(tmp_path):
@@ -39,6 +39,6 @@ def test_interventions_sweep_smoke_shares_sft_and_writes_table(tmp_path):
     assert set(summary) == set(small)
     assert all(np.isfinite(v["final_entropy"]) for v in summary.values())
     assert (tmp_path / "sft_seed0" / "metrics.jsonl").is_file()  # the SFT stage ran once,
-    assert not any((tmp_path / m / "sft").exists() for m in small)  # shared by both methods
-    table = (tmp_path / "interventions.md").read_text()
+    assert not any((tmp_path / f"{m}_seed0" / "sft").exists() for m in small)  # shared by both
+    table = (tmp_path / "results.md").read_text()
     assert "| forking_tokens | 0 |" in table and "collapsed" in table

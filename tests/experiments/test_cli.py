@@ -3,12 +3,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from entropix.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a normal run prints no numpy warning
 def test_run_plot_compare_list_end_to_end(tmp_path, capsys):
     run_dir = tmp_path / "bandit"
     argv = [
@@ -48,7 +50,9 @@ def test_rerun_notes_changed_keys(tmp_path, capsys):
         "--no-plot",
     ]
     assert main(argv) == 0
-    assert main([*argv[:-3], "bandit.lr=0.1", *argv[-3:]]) == 0
+    # flags and overrides in any order
+    mixed = ["run", argv[1], "--run-dir", str(tmp_path), "bandit.steps=5", "--no-plot"]
+    assert main([*mixed, "bandit.seeds=1", "bandit.lr=0.1"]) == 0
     assert "changed keys: bandit.lr" in capsys.readouterr().err
 
 

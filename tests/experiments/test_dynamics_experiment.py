@@ -3,7 +3,7 @@ import json
 import jax
 import numpy as np
 
-from entropix.commands.plot import plot_run
+from entropix.plots import plot_run
 from entropix.runs import comparison_table as table
 from experiments.dynamics import BanditConfig, Config, run, run_bandit, run_bandit_seeds
 
@@ -34,7 +34,7 @@ def test_smoke_run_writes_metrics_tables_and_plots(tmp_path):
     assert summary["bandit_ceiling"] <= 1.0 + 1e-3  # rewards are in [0, 1]
     rows = [json.loads(line) for line in (tmp_path / "bandit" / "metrics.jsonl").open()]
     assert len(rows) == 40 and rows[0]["step"] == 1 and rows[-1]["entropy"] < rows[0]["entropy"]
-    assert "bandit_corr" in (tmp_path / "dynamics.md").read_text()
+    assert "bandit_corr" in (tmp_path / "results.md").read_text()
     written = plot_run(tmp_path)
     assert {p.name for p in written} == {"curves.png", "entropy_change.png", "entropy_law.png"}
     assert "| bandit |" in table([tmp_path])

@@ -12,14 +12,17 @@ from experiments import grpo
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
+# configs/collapse_tiny.yaml (1-digit addition after a short warm-up, lr 1e-3) cut to 48 steps:
+# the cheapest setup found that learns clearly (reward ~0.3 -> ~0.6, held-out accuracy ~0.47 ->
+# ~0.70 on CPU); the 2-digit main job needs far more steps to move its held-out accuracy
+BASE = "collapse_tiny.yaml"
+STEPS = 48
 SMOKE = [
-    "sft.steps=150",
-    "train.steps=16",
-    "rollout.prompts=8",
-    "optim.lr=1e-3",
-    "train.eval_every=8",
-    "train.eval_prompts=64",
+    f"train.steps={STEPS}",
+    "train.eval_every=16",
+    "train.eval_prompts=128",
     "train.checkpoint_every=8",
+    "dynamics.every=1",
 ]
 
 
@@ -28,7 +31,7 @@ def _config_for(name, overrides):
 
 
 def _config(overrides=()):
-    return _config_for("grpo_addition_tiny.yaml", [*SMOKE, *overrides])
+    return _config_for(BASE, [*SMOKE, *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +45,13 @@ def baseline(tmp_path_factory):
 def test_baseline_learns_and_entropy_falls(baseline):
     _, summary, rows = baseline
     steps = [r for r in rows if r.get("reward") is not None]
-    assert [r["step"] for r in steps] == list(range(1, 17))
+    assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
     entropy = np.array([r["entropy"] for r in steps])
-    assert entropy[-4:].mean() < entropy[:4].mean()  # the GRPO baseline sharpens the policy
-    assert all(0.0 <= r["reward"] <= 1.0 for r in steps)
+    reward = np.array([r["reward"] for r in steps])
+    assert entropy[-8:].mean() < entropy[:8].mean()  # the GRPO baseline sharpens the policy
+    assert np.all((0.0 <= reward) & (reward <= 1.0))
+    assert reward[-8:].mean() > reward[:8].mean() + 0.15, reward  # and it learns the task:
+    assert summary["final_eval_accuracy"] > summary["first_eval_accuracy"] + 0.1, summary
     assert summary["first_eval_accuracy"] > 0.0  # the SFT stage taught the answer format
     assert all(np.isfinite(r["dH/predicted"]) and np.isfinite(r["dH/measured"]) for r in steps)
 
@@ -60,12 +66,13 @@ def _without_times(rows):
 def test_resume_from_an_earlier_checkpoint_is_exact(baseline, tmp_path):
     run_dir, _, rows = baseline
     shutil.copytree(run_dir, tmp_path / "run")
-    shutil.rmtree(tmp_path / "run" / "checkpoints" / "16")  # the newest left is step 8
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / str(STEPS))  # the newest left: STEPS - 8
     grpo.run(_config(), tmp_path / "run")
     again = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
-    assert again[:9] == rows[:9]  # step 0 (evaluation) and steps 1-8 kept as written
+    kept = STEPS - 8 + 1
+    assert again[:kept] == rows[:kept]  # step 0 (evaluation) and steps 1..STEPS-8 as written
     if jax.default_backend() == "cpu":
-        assert _without_times(again) == _without_times(rows)  # steps 9-16 recomputed identically
+        assert _without_times(again) == _without_times(rows)  # the last 8 recomputed identically
     else:  # XLA's GPU reductions are not deterministic by default (docs/training.md)
         for a, b in zip(_without_times(again), _without_times(rows), strict=True):
             assert a.keys() == b.keys()
@@ -76,12 +83,12 @@ def test_resume_from_an_earlier_checkpoint_is_exact(baseline, tmp_path):
 
 def test_rerun_resumes_from_checkpoint_without_duplicate_steps(baseline):
     run_dir, _, rows = baseline
-    longer = _config(["train.steps=20"])
+    longer = _config([f"train.steps={STEPS + 4}"])
     grpo.run(longer, run_dir)
     again = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
     steps = [r["step"] for r in again if r.get("reward") is not None]
-    assert steps == list(range(1, 21))
-    assert again[: len(rows)] == rows  # the first 16 steps were kept, not recomputed
+    assert steps == list(range(1, STEPS + 5))
+    assert again[: len(rows)] == rows  # the first STEPS steps were kept, not recomputed
 
 
 @pytest.mark.slow

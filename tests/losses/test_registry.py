@@ -1,7 +1,8 @@
 """The method registry: every entry documents itself and has a reference test.
 
 Convention: registry key ``k`` -> a test function named ``test_ref_<k>`` in some
-``tests/losses/*.py`` file (found by parsing the files, so nothing is imported twice).
+``tests/losses/*.py`` file (rollout strategies: ``tests/rl/test_strategies.py``) whose body
+calls the registered factory (found by parsing the files, so nothing is imported twice).
 """
 
 import ast
@@ -10,21 +11,24 @@ from pathlib import Path
 import pytest
 
 import entropix.losses as L
+import entropix.rl  # noqa: F401  (registers the rollout strategies)
 from entropix.losses.registry import KINDS, REGISTRY, get, methods_table, register
 
 TESTS_DIR = Path(__file__).parent
+STRATEGY_TESTS = TESTS_DIR.parent / "rl" / "test_strategies.py"
 
 
-def _test_function_names() -> set[str]:
-    names = set()
-    for path in TESTS_DIR.glob("*.py"):
+def _reference_tests() -> dict[str, tuple[str, set[str]]]:
+    """test_ref_* function name -> (its file, every name and attribute its body refers to)."""
+    tests = {}
+    for path in [*TESTS_DIR.glob("*.py"), STRATEGY_TESTS]:
         tree = ast.parse(path.read_text(), filename=str(path))
-        names |= {
-            node.name
-            for node in ast.walk(tree)
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_ref_")
-        }
-    return names
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_ref_"):
+                used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+                used |= {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+                tests[node.name] = (path.name, used)
+    return tests
 
 
 def test_registry_is_populated_by_importing_losses():
@@ -34,10 +38,14 @@ def test_registry_is_populated_by_importing_losses():
 
 
 @pytest.mark.parametrize("key", sorted(REGISTRY))
-def test_every_method_has_a_reference_test(key):
-    assert f"test_ref_{key}" in _test_function_names(), (
+def test_every_method_has_a_reference_test_that_calls_it(key):
+    tests = _reference_tests()
+    assert f"test_ref_{key}" in tests, (
         f"registry key {key!r} has no test function test_ref_{key} in tests/losses/"
     )
+    path, used = tests[f"test_ref_{key}"]
+    factory = REGISTRY[key].factory.__name__
+    assert factory in used, f"{path}::test_ref_{key} never calls the registered {factory}"
 
 
 @pytest.mark.parametrize("key", sorted(REGISTRY))

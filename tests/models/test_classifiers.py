@@ -20,7 +20,7 @@ from entropix.models import (
 IMAGES = jax.random.normal(jax.random.key(0), (6, 8, 8, 3))
 
 
-@pytest.mark.parametrize("norm", ["batch", "group"])
+@pytest.mark.parametrize("norm", ["batch", "group", "layer"])
 def test_shapes_and_norm_affine_selection(norm):
     cnn = CNNClassifier(3, 5, channels=(8, 16), norm=norm, num_groups=4, rngs=nnx.Rngs(0))
     mlp = MLPClassifier(8 * 8 * 3, 5, hidden=(16, 8), norm=norm, num_groups=4, rngs=nnx.Rngs(1))
@@ -71,6 +71,19 @@ def test_groupnorm_is_per_sample_and_batchnorm_uses_batch_stats():
     np.testing.assert_allclose(batch(IMAGES)[:2], batch(IMAGES[:2]), rtol=1e-5, atol=1e-6)
 
 
+def test_layernorm_mlp_matches_a_numpy_reference():
+    model = MLPClassifier(8 * 8 * 3, 5, hidden=(16,), norm="layer", rngs=nnx.Rngs(0))
+    model.norms[0].scale[...] = jnp.linspace(0.5, 1.5, 16)
+    model.norms[0].bias[...] = jnp.linspace(-0.2, 0.2, 16)
+    x = np.asarray(IMAGES).reshape(6, -1)
+    h = x @ np.asarray(model.layers[0].kernel[...]) + np.asarray(model.layers[0].bias[...])
+    h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-6)
+    h = np.maximum(h * np.linspace(0.5, 1.5, 16) + np.linspace(-0.2, 0.2, 16), 0.0)
+    want = h @ np.asarray(model.head.kernel[...]) + np.asarray(model.head.bias[...])
+    np.testing.assert_allclose(model(IMAGES), want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model(IMAGES)[:2], model(IMAGES[:2]), rtol=1e-5, atol=1e-6)
+
+
 def test_decoder_norm_weights_are_selected_too():
     model = Llama(get_preset("tiny", vocab_size=16, num_layers=2), rngs=nnx.Rngs(0))
     paths = norm_affine_paths(model)
@@ -78,8 +91,8 @@ def test_decoder_norm_weights_are_selected_too():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="norm='layer'"):
-        MLPClassifier(4, 2, norm="layer", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="norm='instance'"):
+        MLPClassifier(4, 2, norm="instance", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="not divisible"):
         CNNClassifier(3, 2, channels=(6,), norm="group", num_groups=4, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="NHWC"):

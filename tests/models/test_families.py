@@ -21,7 +21,7 @@ import pytest
 from flax import nnx
 
 from entropix.models import (
-    CheckpointError,
+    ModelFileError,
     config_from_hf,
     config_to_hf,
     load_gguf,
@@ -230,7 +230,7 @@ BASE.pop("attn_implementation")
     ],
 )  # fmt: skip
 def test_unsupported_configs_are_refused_with_key_and_value(change, message):
-    with pytest.raises(CheckpointError, match=message):
+    with pytest.raises(ModelFileError, match=message):
         config_from_hf({**BASE, **change})
 
 
@@ -250,6 +250,6 @@ def test_unexpected_tensors_are_refused(tmp_path):
     config = {k: v for k, v in config.items() if k not in qwen_only}
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
     with pytest.raises(
-        CheckpointError, match=r"self_attn\.[qk]_norm\.weight.*not part of the decoder"
+        ModelFileError, match=r"self_attn\.[qk]_norm\.weight.*not part of the decoder"
     ):
         load_hf(tmp_path)

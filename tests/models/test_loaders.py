@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from entropix.models import CheckpointError, load_gguf, load_hf, load_pretrained
+from entropix.models import ModelFileError, load_gguf, load_hf, load_pretrained
 
 torch = pytest.importorskip("torch", reason="torch is needed for the HF peer comparison")
 transformers = pytest.importorskip("transformers", reason="HF transformers is the peer")
@@ -95,17 +95,17 @@ def test_quantised_gguf_is_dequantised(tmp_path):
 
 
 def test_clear_errors_name_the_file_and_problem(tmp_path, hf_dir):
-    with pytest.raises(CheckpointError, match="missing.gguf: GGUF file not found"):
+    with pytest.raises(ModelFileError, match="missing.gguf: GGUF file not found"):
         load_gguf(tmp_path / "missing.gguf")
-    with pytest.raises(CheckpointError, match="config.json not found"):
+    with pytest.raises(ModelFileError, match="config.json not found"):
         load_hf(tmp_path)
     hf = _hf_model(tie=False, seed=3)
     path = _write_gguf(tmp_path / "other.gguf", hf, arch="gpt2")
-    with pytest.raises(CheckpointError, match=r"other\.gguf: architecture 'gpt2' is not supported"):
+    with pytest.raises(ModelFileError, match=r"other\.gguf: architecture 'gpt2' is not supported"):
         load_gguf(path)
     path = _write_gguf(tmp_path / "q.gguf", hf, qtype=gguf.GGMLQuantizationType.Q8_1)
     with pytest.raises(
-        CheckpointError, match=r"q\.gguf: tensor 'blk\.0\..*' uses quantisation Q8_1"
+        ModelFileError, match=r"q\.gguf: tensor 'blk\.0\..*' uses quantisation Q8_1"
     ):
         load_gguf(path)
     src, _ = hf_dir
@@ -113,10 +113,10 @@ def test_clear_errors_name_the_file_and_problem(tmp_path, hf_dir):
     bad.mkdir()
     config = json.loads((src / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
-    with pytest.raises(CheckpointError, match="model_type 'gpt2' is not a Llama"):
+    with pytest.raises(ModelFileError, match="model_type 'gpt2' is not a Llama"):
         load_hf(bad)
     (bad / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="no \\*.safetensors"):
+    with pytest.raises(ModelFileError, match="no \\*.safetensors"):
         load_hf(bad)
-    with pytest.raises(CheckpointError, match="expected a .gguf file"):
+    with pytest.raises(ModelFileError, match="expected a .gguf file"):
         load_pretrained(tmp_path / "weights.bin")

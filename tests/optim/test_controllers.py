@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from entropix.entropy import shannon_entropy
-from entropix.optim import AdaptiveEntropyCoef, AEPOTemperature, Controller, EntropyHistory
+from entropix.optim import (
+    AdaptiveEntropyCoef,
+    AEPOTemperature,
+    Controller,
+    EntropyAnchor,
+    EntropyHistory,
+)
 
 K = 8
 REWARD = jnp.linspace(0.0, 1.0, K)  # a bandit whose greedy policy has zero entropy
@@ -122,3 +128,16 @@ def test_entropy_history_initial_seed():
     np.testing.assert_allclose(hist.controls(state)["entropy_hist_mean"], 1.0)
     with pytest.raises(ValueError, match="window"):
         EntropyHistory(window=0)
+
+
+def test_entropy_anchor_keeps_the_first_finite_observation():
+    anchor = EntropyAnchor()
+    state = anchor.init()
+    assert np.isnan(float(anchor.controls(state)["entropy_anchor"]))
+    update = jax.jit(anchor.update)
+    for bad in (jnp.nan, jnp.inf):  # a non-finite first observation does not set it
+        state = update(state, bad)
+    assert np.isnan(float(anchor.controls(state)["entropy_anchor"]))
+    for value in (0.75, 0.2, 1.9):
+        state = update(state, value)
+        assert float(anchor.controls(state)["entropy_anchor"]) == pytest.approx(0.75)

@@ -9,7 +9,7 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from entropix.optim import logit_spread, safe_step, sam, sar
+from entropix.optim import logit_spread, safe_step, sam, sar_optimizer
 
 
 def _mlp_params(seed, d_in=5, hidden=7, classes=4):
@@ -91,7 +91,7 @@ def test_sar_resets_to_source_when_loss_average_collapses(problem):
     params, x, labels = problem
     # an easy loss (already below the reset constant) triggers recovery on the first step
     easy = lambda p: jax.value_and_grad(lambda q: 0.01 * _loss(q, x, labels))(p)
-    tx = sar(optax.sgd(0.5, momentum=0.9), rho=0.05, reset_constant=0.2)
+    tx = sar_optimizer(optax.sgd(0.5, momentum=0.9), rho=0.05, reset_constant=0.2)
     state = tx.init(params)
     moved = jax.tree.map(lambda w: w + 0.1, params)
     updates, state = tx.update(easy(moved)[1], state, moved, value_and_grad_fn=easy)
@@ -108,7 +108,7 @@ def test_sar_resets_to_source_when_loss_average_collapses(problem):
 def test_sar_without_reset_equals_sam_and_tracks_ema(problem):
     params, x, labels = problem
     vg = lambda p: jax.value_and_grad(_loss)(p, x, labels)  # loss ~1.4 >> 0.2
-    tx_sar, tx_sam = sar(optax.sgd(0.1), momentum=0.9), sam(optax.sgd(0.1))
+    tx_sar, tx_sam = sar_optimizer(optax.sgd(0.1), momentum=0.9), sam(optax.sgd(0.1))
     s_sar, s_sam = tx_sar.init(params), tx_sam.init(params)
     p_sar = p_sam = params
     losses = []

@@ -35,6 +35,16 @@ CASES = {
         "it reshapes advantages: list a shaper before it",
     ),
     "an unknown controller": (["controllers.0.name=entropy_histroy"], "did you mean"),
+    "a learning rate out of range": (["optim.lr=0"], "optim.lr must be > 0; got 0"),
+    "no RL steps": (["train.steps=0"], "train.steps must be >= 1; got 0"),
+    "evaluation on no problems": (
+        ["train.eval_prompts=0"],
+        "train.eval_every=20 evaluates on train.eval_prompts=0 problems",
+    ),
+    "a zero sampling temperature": (
+        ["rollout.temperature=0"],
+        "rollout.temperature must be > 0; got 0",
+    ),
 }
 
 

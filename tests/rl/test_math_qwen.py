@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import transformers
 
+import experiments
 from entropix import config as cfg
 from entropix import rl
 from entropix.cli import main
@@ -65,7 +66,7 @@ def test_two_steps_on_a_qwen2_checkpoint_and_a_jsonl_then_export(tmp_path, capsy
         p.name for p in out.iterdir()
     }
     hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()  # the trained policy
-    config = cfg.load(run_dir / "config.yaml", schemas={"grpo": rl.RLConfig})
+    config = cfg.load(run_dir / "config.yaml", schemas=experiments.schemas())  # grpo.Config
     plan = rl.build(config)
     abstract, shardings, _ = init_state(plan.policy.model_fn, plan.optimizer, plan.mesh)
     state = Checkpointer(run_dir / "checkpoints").restore(abstract, shardings)

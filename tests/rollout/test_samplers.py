@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from entropix.rollout import (
-    QUADRANTS,
+    SAMPLER_QUADRANTS,
     SAMPLERS,
     adaptive_temperature,
     entropy_temperature,
@@ -113,8 +113,8 @@ def test_entropy_varentropy_quadrants_on_crafted_distributions():
     quadrant = np.asarray(entropy_varentropy_quadrant(logits, h_thr=1.0, v_thr=1.5))
     for i, (name, row) in enumerate(rows.items()):
         h, v = _entropy_varentropy_np(row)
-        assert QUADRANTS[2 * int(h >= 1.0) + int(v >= 1.5)] == name
-        assert QUADRANTS[quadrant[i]] == name
+        assert SAMPLER_QUADRANTS[2 * int(h >= 1.0) + int(v >= 1.5)] == name
+        assert SAMPLER_QUADRANTS[quadrant[i]] == name
     draws = _draws(entropy_varentropy, logits, n=300)
     assert np.all(draws[:, 0] == 0)  # confident -> greedy
     assert set(draws[:, 1].tolist()) <= {0, 1, 2, 3, 4}  # rivals -> top-5

@@ -4,7 +4,7 @@ import io
 import json
 import math
 
-from entropix.train import MetricsLogger, progress_line, read_metrics
+from entropix.train import MetricsLogger, Progress, metrics_postfix, read_metrics, tracked
 from entropix.train.metrics import FIXED_KEYS
 
 
@@ -55,20 +55,34 @@ def test_resume_drops_records_after_the_restored_step(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, 9))
 
 
-def test_progress_line_fields():
-    line = progress_line(3, 10, {"loss": 0.25, "policy/entropy": 1.5, "reward": 0.75}, 2.5)
-    assert line == "step 3/10 | loss 0.2500 | entropy 1.500 | reward 0.750 | 2.50 steps/s"
-    line = progress_line(4, None, {"loss": 1.0, "guard/nonfinite_total": 2.0}, 1.0)
-    assert line == "step 4 | loss 1.0000 | 1.00 steps/s | skipped 2"
+def test_metrics_postfix_fields():
+    line = metrics_postfix({"loss": 0.25, "policy/entropy": 1.5, "reward": 0.75})
+    assert line == "loss 0.2500 | entropy 1.500 | reward 0.750"
+    assert metrics_postfix({"loss": 1.0, "guard/nonfinite_total": 2.0}) == "loss 1.0000 | skipped 2"
 
 
-def test_progress_plain_lines_off_a_terminal_and_in_place_on_one(tmp_path):
+def test_progress_plain_lines_off_a_terminal_and_a_bar_on_one(tmp_path):
     plain = io.StringIO()
     _log(tmp_path / "a", range(1, 7), stream=plain, progress_every=3, tensorboard=False)
     lines = plain.getvalue().splitlines()
     assert [line.split(" |")[0] for line in lines] == ["step 3/10", "step 6/10"]
-    assert "reward 0.500" in lines[0] and "\r" not in plain.getvalue()
+    assert "reward 0.500" in lines[0] and "steps/s" in lines[0] and "eta " in lines[0]
+    assert "\r" not in plain.getvalue()
     terminal = _Terminal()
     _log(tmp_path / "b", range(1, 4), stream=terminal, tensorboard=False)
     text = terminal.getvalue()
-    assert text.count("\r\033[K") == 3 and text.endswith("\n") and "step 3/10" in text
+    assert "\r" in text and "3/10" in text and "steps/s" in text and "reward=" not in text
+    assert "reward 0.500" in text  # the postfix
+
+
+def test_progress_eta_counts_only_work_done_here_and_tracked_names_items():
+    out = io.StringIO()
+    progress = Progress(100, "rl", initial=50, stream=out)
+    progress.start -= 10.0  # 10 s ago: 25 steps done in this process -> 2.5/s, 25 left -> 10 s
+    progress.update(75, "reward 0.5")
+    assert out.getvalue().strip() == "rl 75/100 | reward 0.5 | 2.50 it/s | eta 10s"
+    out = io.StringIO()
+    assert list(tracked(["a", "b"], "sweep", stream=out)) == ["a", "b"]
+    lines = out.getvalue().splitlines()
+    assert [line.split(" | ")[:2] for line in lines] == [["sweep 1/2", "a"], ["sweep 2/2", "b"]]
+    assert lines[-1].split(" | ")[-1].startswith("took ")

@@ -1,4 +1,6 @@
-"""Entropy interventions against numpy references written from their formulas:
+"""Entropy regularisers and covariance / probability-based interventions (entropy bonus and its
+adaptive coefficient, Clip-Cov, KL-Cov, forking tokens, SIREN, Lp-Reg, AEPO, EPO, BAPO, SPINE)
+against numpy references written from their formulas:
 values, gradients (analytic or float64 finite differences of the reference) and, for the
 selection methods, the exact selected token set."""
 
@@ -7,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from entropix.entropy import top_p_entropy
 from entropix.losses import (
     adaptive_entropy_bonus,
     aepo,
@@ -28,7 +31,6 @@ from entropix.losses import (
     ppo_clip,
     siren,
     spine,
-    top_p_entropy,
 )
 
 B, T, V = 4, 10, 9
@@ -497,7 +499,7 @@ def test_ref_spine():
         spine(band_quantiles=(0.9, 0.1))
 
 
-def test_all_part_a_terms_compose_under_one_jit():
+def test_all_regularizers_compose_under_one_jit():
     d = _data(12)
     controls = {"entropy_hist_mean": 1.0, "entropy_anchor": 1.5, "step": 10.0}
     loss_fn = compose(

@@ -1,4 +1,6 @@
-"""Second half of the entropy interventions vs numpy references written from the papers."""
+"""Token-level shaping interventions (GTPO conflict tokens, STEER, the entropy discriminator,
+HAPO, CANON, UloRL, PEAR and R3 rewards, the entropy-balanced clip) vs numpy references written
+from the papers."""
 
 import math
 
@@ -36,6 +38,11 @@ def np_softmax(z):
     z = np.asarray(z, np.float64)
     e = np.exp(z - z.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
+
+
+def eager_and_jitted(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` eagerly and under ``jax.jit``: each is checked against numpy."""
+    return fn(*args, **kwargs), jax.jit(lambda *a: fn(*a, **kwargs))(*args)
 
 
 def make_tokens():
@@ -97,12 +104,13 @@ def test_ref_gtpo():
     groups = np.array([0, 0, 0, 0], np.int32)
     mask = np.ones((4, 4), np.float32)
     entropy = np.array([[0.2] * 4, [0.4] * 4, [0.3, 0.3, 0.3, 3.0], [0.1] * 4], np.float32)
-    got = gtpo_advantages(adv, tokens, mask, groups, entropy)
+    got, jitted = eager_and_jitted(gtpo_advantages, adv, tokens, mask, groups, entropy)
     h = entropy.mean(-1)  # row 2: 0.975 > 0.7 -> dropped
     conflict = np.array([[1, 1, 0, 1], [1, 1, 0, 1], [1, 0, 0, 1], [0, 0, 0, 0]], bool)
     w = np.where(conflict, np.where(adv[:, None] > 0, 2.0, 0.0), 1.0)
     want = w * np.where(h <= 0.7, adv - 0.1 * h, 0.0)[:, None]
     np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(jitted, want, rtol=1e-6)
     # Per-token advantages are reduced to one value per response first.
     per_token = np.repeat(adv[:, None], 4, axis=1)
     np.testing.assert_allclose(gtpo_advantages(per_token, tokens, mask, groups, entropy), got)
@@ -203,8 +211,9 @@ def test_ref_hapo_token_group_average():
         mu = np.sum(lengths[sel] * rewards[sel]) / lengths[sel].sum()
         sd = np.sqrt(np.sum(lengths[sel] * (rewards[sel] - mu) ** 2) / lengths[sel].sum())
         want[sel] = (rewards[sel] - mu) / (sd + 1e-6)
-    got = token_level_group_advantages(rewards, groups, mask)
+    got, jitted = eager_and_jitted(token_level_group_advantages, rewards, groups, mask)
     np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(jitted, want, rtol=1e-5)
     # Token-weighted: every valid token's advantage sums to zero within a group.
     for g in (0, 1):
         sel = groups == g
@@ -239,10 +248,9 @@ def test_ref_canon():
     metric = rng.normal(size=10).astype(np.float32)
     metric[1] = metric[0]  # a tie, broken by index
     for mu, alpha in ((1.0, 1.0), (0.0, 1.0), (0.3, 1.2)):
-        got = canon_advantages(rewards, groups, metric, mu, alpha)
-        np.testing.assert_allclose(
-            got, np_canon(rewards, groups, metric, mu, alpha), rtol=1e-5, atol=1e-6
-        )
+        want = np_canon(rewards, groups, metric, mu, alpha)
+        for got in eager_and_jitted(canon_advantages, rewards, groups, metric, mu, alpha):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # mu = 1/2 is Dr. GRPO's r - mean(r) for even groups.
     half = np.asarray(canon_advantages(rewards, groups, metric, 0.5))
     for g in (0,):
@@ -278,11 +286,11 @@ def test_ref_pear():
     )
     mask = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0]], np.float32)
     answer = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0, 1, 1, 1]], np.float32)
-    got = pear_rewards(rewards, entropy, mask, answer, alpha=1.0, beta=0.5)
     think = np.array([0.8, 0.4, 0.1])
     ans = np.array([0.15, 2.0, 0.1])
     want = rewards - np.maximum(think - 0.5 * ans, 0.0)
-    np.testing.assert_allclose(got, want, rtol=1e-6)
+    for got in eager_and_jitted(pear_rewards, rewards, entropy, mask, answer, alpha=1.0, beta=0.5):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
     with pytest.raises(ValueError, match="answer_mask has shape"):
         pear_rewards(rewards, entropy, mask, answer[:, :3])
 
@@ -299,12 +307,13 @@ def test_ref_r3():
         vals = np.sort(entropy[i][mask[i] > 0])[::-1]
         k = max(math.ceil(0.2 * len(vals)), 1)
         np.testing.assert_allclose(score[i], vals[:k].mean() - vals.mean(), rtol=1e-5)
-    got = r3_rewards(rewards, entropy, mask, groups, max_bonus=0.1)
+    got, jitted = eager_and_jitted(r3_rewards, rewards, entropy, mask, groups, max_bonus=0.1)
     want = rewards.astype(np.float64).copy()
     for members in ([0, 1, 2], [4, 5]):
         ranks = np.argsort(np.argsort(score[members], kind="stable"), kind="stable")
         want[members] += 0.1 * ranks / max(len(members) - 1, 1)
     np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(jitted, want, rtol=1e-6)
     assert np.max(np.asarray(got)[rewards == 0]) < 1.0  # never overturns correctness
 
 
@@ -480,7 +489,7 @@ def test_terms_jit_and_selectors_compose():
     assert {"steer/loss", "hapo_clip/loss", "entropy_balanced/loss"} <= set(metrics)
 
 
-def test_part_b_methods_are_registered():
+def test_token_shaping_methods_are_registered():
     kinds = {
         "gtpo": "advantage",
         "canon": "advantage",
@@ -498,21 +507,3 @@ def test_part_b_methods_are_registered():
         assert info.kind == kind
         for section in ("Formula:", "Paper:", "Defaults:"):
             assert section in info.doc, (key, section)
-
-
-def test_shapers_jit():
-    _, tokens, _, entropy, mask = make_tokens()
-    rng = np.random.default_rng(11)
-    rewards = rng.integers(0, 2, size=B).astype(np.float32)
-    groups = np.repeat([0, 1], 3).astype(np.int32)
-    answer = np.zeros((B, T), np.float32)
-    answer[:, 4:] = 1
-    cases = [
-        (gtpo_advantages, (rewards - 0.5, tokens, mask, groups, entropy)),
-        (canon_advantages, (rewards, groups, entropy.mean(-1))),
-        (token_level_group_advantages, (rewards, groups, mask)),
-        (pear_rewards, (rewards, entropy, mask, answer)),
-        (r3_rewards, (rewards, entropy, mask, groups)),
-    ]
-    for fn, args in cases:
-        np.testing.assert_allclose(jax.jit(fn)(*args), fn(*args), rtol=1e-6)
