@@ -3,6 +3,10 @@
 Shapes and dtypes are static under ``jax.jit``, so these checks run once at trace time
 and cost nothing in the compiled program. They raise ``ValueError`` / ``TypeError``
 with a message that names the argument, what was expected and what was received.
+
+chex is not a dependency: its shape and dtype assertions say no more than these checks at our
+public boundaries, and their messages do not name the argument or the config key a user has
+to change (tests/test_layering.py keeps the declared dependencies equal to the imported ones).
 """
 
 from collections.abc import Mapping, Sequence
