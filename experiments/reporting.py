@@ -1,8 +1,5 @@
 """What an experiment writes at its end: ``results.json`` (``entropix.results``) and its report
 ``results.md`` (``entropix.report.render``), plus the interval cells of its tables.
-
-``markdown_table`` is ``entropix.report.markdown_table`` (re-exported for the experiments that
-still write a table of their own).
 """
 
 import math
@@ -10,10 +7,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from entropix.config import ExperimentConfig
-from entropix.report import REPORT_FILE, markdown_table, render
+from entropix.report import REPORT_FILE, render
 from entropix.results import bootstrap_interval, figure, read_results, write_results
 
-__all__ = ["interval_cell", "markdown_table", "plot_figures", "save_results"]
+__all__ = ["interval_cell", "plot_figures", "save_results"]
 
 CAPTIONS = {  # the PNGs of `entropix plot` (entropix.plots.FIGURES)
     "curves.png": "Entropy and reward over steps (moving average; one run's raw values faint).",
