@@ -181,7 +181,9 @@ def east(
     in the mean. The vector is not normalised: alpha is in units of that mean difference.
     alpha > 0 raises the action entropy, alpha < 0 lowers it, alpha = 0 is the unsteered
     model (``tests/models/test_steering.py`` measures it). ``states`` [N, D] come from
-    :func:`residual_activations` at ``config.layer``.
+    :func:`residual_activations` at ``config.layer``. In an RL run, ``rollout.steering: {name:
+    east, config: {...}}`` steers the sampling policy along the direction of each step's
+    unsteered probe (``entropix.rl.steering``).
 
     Args:
         model: the decoder to steer (wrapped, not copied: its parameters are shared).

@@ -90,7 +90,9 @@ class RolloutConfig:
     a reply that emitted no EOS within ``max_new_tokens`` (truncated) earns reward 0.
     ``strategy``: how each prompt's ``group_size`` rows are sampled (a registered method of
     kind ``rollout``: ``sample``, ``entropy_fork``, ``ettrl_tree``, ``cure``, ``aepo_branch``;
-    ``entropix.rl.strategies``)."""
+    ``entropix.rl.strategies``). ``steering``: sample the rows from the policy steered along its
+    entropy direction (a registered method of kind ``steering``, ``{name: east, config: {layer,
+    alpha, quantile}}``; ``entropix.rl.steering``); none: the policy itself."""
 
     prompts: int = 16
     group_size: int = 8
@@ -100,6 +102,7 @@ class RolloutConfig:
     answer_marker: str = ""
     require_eos: bool = True
     strategy: MethodSpec = dataclasses.field(default_factory=lambda: MethodSpec("sample"))
+    steering: MethodSpec | None = None
 
 
 @dataclasses.dataclass(frozen=True)

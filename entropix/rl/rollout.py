@@ -19,6 +19,11 @@ it returns ``prompts x group_size`` rows, ordered here by prompt (group id = pro
 as the task extracts it without its label (``task.answer(problem, reply)``; None: no answer),
 becomes an id ``answers`` [B] (equal ids = equal answers; -1 = none).
 
+With ``rollout.steering`` (EAST, ``entropix.rl.steering``) the rows are sampled from the
+policy steered along the entropy direction of an unsteered probe of the same prompts; the
+batch then also holds ``probe_tokens`` / ``probe_entropy`` / ``probe_steered_entropy`` [B]
+(the probe's sums spread over each prompt's rows; its tokens count in ``generated``).
+
 A term that declares ``sampled_at=control`` (AEPO) gets a second batch, the same prompts
 sampled at temperature ``controls[control]`` (read from the train state), in
 ``batch["streams"][control]``.
@@ -33,6 +38,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
 from entropix.rl.config import RolloutConfig
+from entropix.rl.steering import PROBE_STREAM, Steering, spread_probe
 from entropix.rl.strategies import Rows
 from entropix.rollout import Rollout, generate, make_sampler
 from entropix.tasks.codecs import CharCodec, ChatCodec, Layout, encode_prompts
@@ -104,6 +110,7 @@ class Rollouts:
         eval_k: tuple[int, ...] = (1,),
         strategy: Callable[..., Rows] | None = None,
         answers: bool = False,
+        steering: Steering | None = None,
     ) -> None:
         self.task, self.codec, self.layout, self.config, self.mesh = (
             task,
@@ -114,7 +121,7 @@ class Rollouts:
         )
         self.seed, self.streams = seed, tuple(streams)
         self.strategy = config.strategy.build() if strategy is None else strategy
-        self.answers = answers
+        self.answers, self.steering = answers, steering
         self.sampler = make_sampler("temperature", temperature=config.temperature)
         self.eval_set = task.eval_problems(eval_prompts) if eval_prompts else []
         if eval_samples and max(eval_k) > eval_samples:
@@ -168,15 +175,31 @@ class Rollouts:
             score_temperature=temperature,
         )
 
-    def generate_ids(
-        self, state: TrainState, prompt: np.ndarray, prompt_mask: np.ndarray, key: jax.Array
-    ) -> Rollout:
-        """Responses to host prompt ids ``[R, L]`` at the rollout temperature, as host arrays
-        (the ``generate`` a rollout strategy calls). Rows are padded to the mesh (repeats of
-        the last row, dropped again; sampling is per row, so the others do not change).
+    def on_mesh(self, x: np.ndarray) -> jax.Array:
+        """A host batch [R, ...] as a global array, its rows padded to a multiple of the mesh's
+        data x fsdp devices with repeats of the last row (callers drop them again).
 
         Args:
-            state: the train state whose ``model()`` is the policy.
+            x: host array [R, ...] (any R >= 1).
+
+        Returns:
+            A global array [R + pad, ...], rows sharded over the batch axes.
+        """
+        x = np.asarray(x)
+        pad = -len(x) % batch_rows(self.mesh)
+        if pad:
+            x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
+        return to_global(x, self.mesh)
+
+    def generate_ids(
+        self, model: Any, prompt: np.ndarray, prompt_mask: np.ndarray, key: jax.Array
+    ) -> Rollout:
+        """Responses of ``model`` to host prompt ids ``[R, L]`` at the rollout temperature, as
+        host arrays (the ``generate`` a rollout strategy calls). Rows are padded to the mesh
+        (:meth:`on_mesh`; sampling is per row, so the padding does not change the others).
+
+        Args:
+            model: the policy to sample (``state.model()``, or its steered wrapper).
             prompt: int32 [R, L] prompt ids (any R >= 1).
             prompt_mask: bool [R, L], the real prompt tokens.
             key: the sampling key.
@@ -184,16 +207,10 @@ class Rollouts:
         Returns:
             A ``Rollout`` of host numpy arrays with R rows: prompts [R, L], responses [R, N].
         """
-        rows = len(prompt)
-        pad = -rows % batch_rows(self.mesh)
-        prompt, prompt_mask = np.asarray(prompt), np.asarray(prompt_mask)
-        if pad:
-            prompt = np.concatenate([prompt, np.repeat(prompt[-1:], pad, axis=0)])
-            prompt_mask = np.concatenate([prompt_mask, np.repeat(prompt_mask[-1:], pad, axis=0)])
         out = generate(
-            state.model(),
-            to_global(prompt, self.mesh),
-            to_global(prompt_mask, self.mesh),
+            model,
+            self.on_mesh(prompt),
+            self.on_mesh(prompt_mask),
             key=key,
             max_new_tokens=self.layout.new_tokens,
             sampler=self.sampler,
@@ -201,7 +218,7 @@ class Rollouts:
             pad_id=self.codec.pad_id,
             score_temperature=self.config.temperature,
         )
-        return jax.tree.map(lambda x: to_host(x)[:rows], out)
+        return jax.tree.map(lambda x: to_host(x)[: len(prompt)], out)
 
     def _score(self, problems, tokens: np.ndarray) -> dict[str, np.ndarray]:
         scores, ended, answers = [], [], []
@@ -227,12 +244,20 @@ class Rollouts:
             )
         return out
 
-    def _rows(self, position: int, state, problems, key) -> Rows:
-        """The strategy's rows for ``problems``, ordered by prompt (checked: group_size each)."""
+    def _rows(self, position: int, state, problems, key) -> tuple[Rows, dict[str, np.ndarray]]:
+        """The strategy's rows for ``problems``, ordered by prompt (checked: group_size each),
+        and, with steering, the probe's per-row fields (``entropix.rl.steering``)."""
         config = self.config
         prompt, prompt_mask = encode_prompts(self.codec, problems, self.layout)
+        model, probe = state.model(), {}
+        if self.steering is not None:
+            probe_key = jax.random.fold_in(key, PROBE_STREAM)
+            probe = self.generate_ids(model, prompt, prompt_mask, probe_key)
+            model, steered_entropy = self.steering.steer(
+                model, probe, config.temperature, self.on_mesh, to_host
+            )
         rows = self.strategy(
-            lambda ids, mask, k: self.generate_ids(state, ids, mask, k),
+            lambda ids, mask, k: self.generate_ids(model, ids, mask, k),
             prompt,
             prompt_mask,
             group_size=config.group_size,
@@ -247,7 +272,10 @@ class Rollouts:
                 f"prompt; every prompt needs rollout.group_size={config.group_size}"
             )
         order = np.argsort(rows.prompt, kind="stable")
-        return jax.tree.map(lambda x: x[order], rows)
+        rows = jax.tree.map(lambda x: x[order], rows)
+        if self.steering is not None:
+            probe = spread_probe(probe, steered_entropy, rows.prompt)
+        return rows, probe
 
     def __call__(self, position: int, state: TrainState) -> dict[str, Any]:
         """The rollout batch of step ``position`` (global arrays; see ``entropix.rl.update``)."""
@@ -256,8 +284,9 @@ class Rollouts:
         problems = [p for p in unique for _ in range(config.group_size)]
         groups = np.repeat(np.arange(config.prompts, dtype=np.int32), config.group_size)
         keys = jax.random.split(self.key(position), 1 + len(self.streams))
-        rows = self._rows(position, state, unique, keys[0])
+        rows, probe = self._rows(position, state, unique, keys[0])
         out, tokens = rows.rollout, rows.rollout.tokens
+        generated = rows.generated + probe.get("probe_tokens", 0.0)
         host = {
             "prompt": out.prompt_tokens,
             "prompt_mask": out.prompt_mask,
@@ -266,7 +295,8 @@ class Rollouts:
             "rollout_logp": out.logprobs,
             "rollout_entropy": out.entropy,
             "group_ids": groups,
-            "generated": rows.generated.astype(np.float32),
+            "generated": generated.astype(np.float32),
+            **probe,
             "answer_mask": np.stack([self.codec.answer_mask(row) for row in tokens]),
             **self._score(problems, tokens),
         }

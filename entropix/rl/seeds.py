@@ -125,6 +125,11 @@ def _refuse(config: RLConfig, plan: Plan) -> None:
             "the seeds program samples plain groups (strategy sample)",
         ),
         (
+            config.rollout.steering is None,
+            "rollout.steering probes and steers the policy on the host; the seeds program "
+            "samples the policy itself",
+        ),
+        (
             plan.replay is None,
             "a replay term (spear) keeps a host-side buffer; the seeds program does not run it",
         ),

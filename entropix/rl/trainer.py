@@ -39,6 +39,7 @@ from entropix.rl.policy import Policy, build_policy, make_source
 from entropix.rl.replay import ReplayData
 from entropix.rl.rollout import Rollouts, batch_rows
 from entropix.rl.sft import sft_regularizer, warm_start
+from entropix.rl.steering import build_steering
 from entropix.rl.update import PolicyForward, Update
 from entropix.runs import summarize
 from entropix.train import FitResult, TrainConfig, fit, make_mesh, read_metrics
@@ -233,6 +234,11 @@ def _check_dynamics(config: RLConfig) -> None:
 
 
 def _abstract_batch(config: RLConfig, policy: Policy, streams, replay: bool = False) -> dict:
+    steered = (
+        ("probe_tokens", "probe_entropy", "probe_steered_entropy")
+        if config.rollout.steering is not None
+        else ()
+    )
     rows = config.rollout.prompts * config.rollout.group_size
     p, n = policy.layout.prompt_len, policy.layout.new_tokens
     s = jax.ShapeDtypeStruct
@@ -251,7 +257,7 @@ def _abstract_batch(config: RLConfig, policy: Policy, streams, replay: bool = Fa
         "answers": s((rows,), jnp.int32),
         **{
             k: s((rows,), jnp.float32)
-            for k in ("rewards", "correct", "parsed", "ended", "generated")
+            for k in ("rewards", "correct", "parsed", "ended", "generated", *steered)
         },
     }
     if streams:
@@ -352,6 +358,9 @@ def build(config: RLConfig, *, task: Any = None, mesh: jax.sharding.Mesh | None 
         sft_regularizer(config.sft)  # a bad sft.regularizer fails here, not after the build
     policy = build_policy(config.model, task, config.rollout, mesh, config.train.eval_prompts)
     strategy = _strategy(config, policy.layout.new_tokens)
+    steering = build_steering(config.rollout.steering)
+    if steering is not None:
+        steering.check(policy.config.num_layers)
     if advantages.answers and not hasattr(task, "answer"):
         raise ValueError(
             f"loss.rewards: a shaper votes on answers, but the prompt source {task.name!r} has "
@@ -365,6 +374,7 @@ def build(config: RLConfig, *, task: Any = None, mesh: jax.sharding.Mesh | None 
         PolicyForward(config.rollout.temperature, "logits" in needs, config.update.vocab_chunk),
         advantages,
         old_logp_forward=updates > 1,
+        behaviour_logp=steering is not None,
         reference="ref_logp" in needs,
         chunks=config.update.micro_batches,
         dynamics=config.dynamics,
@@ -388,6 +398,7 @@ def build(config: RLConfig, *, task: Any = None, mesh: jax.sharding.Mesh | None 
         eval_k=config.train.eval_k,
         strategy=strategy,
         answers=advantages.answers,
+        steering=steering,
     )
     plan = Plan(
         config, task, policy, main, streams, controllers, mesh, rollouts, update, optimizer,

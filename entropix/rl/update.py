@@ -4,8 +4,9 @@ Batch layout (what :class:`entropix.rl.rollout.Rollouts` returns, every leaf ``[
 ``prompt`` / ``prompt_mask`` [B, P], ``response`` / ``response_mask`` [B, N], ``rewards``,
 ``correct``, ``parsed``, ``ended`` [B], ``group_ids`` [B], ``generated`` [B] (tokens the
 rollout strategy generated for the row), ``answers`` [B] (label-free answer ids, when a shaper
-reads them), ``rollout_logp`` / ``rollout_entropy`` / ``answer_mask`` [B, N], and
-``streams[control]`` (prompt, response,
+reads them), ``probe_tokens`` / ``probe_entropy`` / ``probe_steered_entropy`` [B] (with
+``rollout.steering``: the probe's sums, ``entropix.rl.steering``), ``rollout_logp`` /
+``rollout_entropy`` / ``answer_mask`` [B, N], and ``streams[control]`` (prompt, response,
 masks and rewards of a batch sampled at ``controls[control]``) for terms declaring
 ``sampled_at``, and ``replay`` (prompt, response, masks, behaviour ``old_logp`` [B, N] and
 ``advantages`` [B] of trajectories replayed from the SPEAR buffer, ``entropix.rl.replay``)
@@ -110,6 +111,8 @@ class Update:
     ``main``: the composed loss on the policy batch; ``streams``: {control: composed loss} of
     terms evaluated on batches sampled at ``controls[control]``; ``old_logp_forward``: the step
     makes several updates, so the old log-probs come from a forward before the first;
+    ``behaviour_logp``: the rows were sampled from another (steered) policy, whose log-probs
+    ``rollout_logp`` are the old log-probs (ratio pi / mu; takes precedence);
     ``reference``: the state holds a frozen reference policy (``frozen["reference"]``);
     ``chunks``: row chunks of the no-gradient forwards (the micro-batch count, for memory);
     ``dynamics``: the probe's settings; ``replay``: the composed loss of the replay terms,
@@ -125,6 +128,7 @@ class Update:
         *,
         old_logp_forward: bool,
         reference: bool,
+        behaviour_logp: bool = False,
         chunks: int = 1,
         dynamics: DynamicsConfig | None = None,
         replay: Composed | None = None,
@@ -136,6 +140,7 @@ class Update:
             old_logp_forward,
             reference,
         )
+        self.behaviour_logp = behaviour_logp
         self.chunks, self.dynamics = chunks, dynamics or DynamicsConfig()
         self.token_weighted = main.aggregate == "token-mean"
 
@@ -202,7 +207,9 @@ class Update:
             }
         )
         batch = {**batch, "advantages": advantages, "shaped_rewards": rewards}
-        if self.old_logp_forward:
+        if self.behaviour_logp:
+            batch["old_logp"] = batch["rollout_logp"]
+        elif self.old_logp_forward:
             batch["old_logp"] = self._logp(model, batch)
         if self.reference:
             graphdef, _, rest = nnx.split(model, nnx.Param, ...)
@@ -226,6 +233,12 @@ class Update:
             metrics["reward/shaped"] = jnp.mean(rewards)
         if "generated" in batch:
             metrics["rollout/tokens"] = jnp.sum(batch["generated"])
+        if "probe_entropy" in batch:
+            tokens = jnp.maximum(jnp.sum(batch["probe_tokens"]), 1.0)
+            probe = jnp.sum(batch["probe_entropy"]) / tokens
+            metrics["steering/probe_entropy"] = probe
+            steered = jnp.sum(batch["probe_steered_entropy"]) / tokens
+            metrics["steering/entropy_shift"] = steered - probe
         for control, stream in batch.get("streams", {}).items():
             metrics[f"{control}/reward"] = jnp.mean(stream["rewards"])
         if "replay" in batch:

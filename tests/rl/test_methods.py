@@ -4,8 +4,8 @@ The parametrisation walks the registry, so a method registered later is covered 
 editing this file: objective / intervention terms are added to ``ppo_clip`` (or replace it
 when they are a clipped policy-gradient objective themselves), selectors restrict it,
 advantage shapers replace ``grpo`` (or follow it when they reshape advantages), reward shapers
-precede it, rollout strategies sample the batch. Controls a term reads come from the
-registered controller that supplies them.
+precede it, rollout strategies sample the batch, steering methods steer the sampling policy.
+Controls a term reads come from the registered controller that supplies them.
 """
 
 import inspect
@@ -21,7 +21,7 @@ from entropix.optim import CONTROLLERS, supplier_of
 from entropix.train import read_metrics
 from tests.rl import tiny
 
-RL_KINDS = ("objective", "intervention", "selector", "advantage", "reward", "rollout")
+RL_KINDS = ("objective", "intervention", "selector", "advantage", "reward", "rollout", "steering")
 # rollout strategies run with 6 rows per prompt (a multiple of the default trees' rows per root)
 ROLLOUT_GROUP = 6
 # controllers that cannot be built without a setting (everything else uses its defaults)
@@ -52,6 +52,8 @@ def method_sections(name: str) -> dict:
         }
     if info.kind == "rollout":
         return {"rollout": {"strategy": {"name": name}, "group_size": ROLLOUT_GROUP}}
+    if info.kind == "steering":
+        return {"rollout": {"steering": {"name": name}}}
     return {"loss": {"rewards": [{"name": name}]}}
 
 
@@ -75,6 +77,8 @@ def test_method_runs_two_grpo_steps(name, tmp_path):
     tokens = [r["rollout/tokens"] for r in rows]
     if REGISTRY[name].kind == "rollout":
         assert all(0 < t <= f for t, f in zip(tokens, full, strict=True)), (tokens, full)
+    elif REGISTRY[name].kind == "steering":  # the rows plus one unsteered probe per prompt
+        assert all(t > f for t, f in zip(tokens, full, strict=True)), (tokens, full)
     else:
         assert tokens == pytest.approx(full), (tokens, full)
     start = plan.policy.model_fn(nnx.Rngs(jax.random.fold_in(jax.random.PRNGKey(0), 0)))
