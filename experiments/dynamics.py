@@ -17,7 +17,9 @@ beside it, and the prediction's token-group parts (``entropix.dynamics.telemetry
 ``results.json`` / ``results.md`` hold the bandit's agreement and law fit, the GRPO run's
 ``entropix.runs.dynamics_table`` (prefixed ``grpo_``), the targets (bandit corr >= 0.99;
 GRPO corr(dH/predicted, dH/measured) >= 0.95 and median |pred - meas| / |meas| <= 0.2) and the
-plots of ``entropix plot``.
+plots of ``entropix plot``. With ``grpo_seeds`` the GRPO run is repeated for each further seed
+(``grpo_seed<s>/``) and a ``seeds`` table gives every seed's agreement with the mean and 95%
+bootstrap interval over seeds; the targets are then judged on every seed and on the mean.
 """
 
 import contextlib
@@ -35,8 +37,8 @@ from entropix.dynamics import (
     pg_logit_update,
     predicted_entropy_change,
 )
+from entropix.results import bootstrap_interval, target
 from entropix.results import table as results_table
-from entropix.results import target
 from entropix.runs import correlation, dynamics_table, metrics_table, series
 from entropix.train import MetricsLogger
 from experiments import grpo as grpo_experiment
@@ -60,6 +62,7 @@ class Config(ExperimentConfig):
     experiment: str = "dynamics"
     bandit: BanditConfig = dataclasses.field(default_factory=BanditConfig)
     grpo: grpo_experiment.Config | None = None
+    grpo_seeds: tuple[int, ...] = ()  # further seeds of the GRPO run, each in grpo_seed<s>/
     collapse_fraction: float = 0.25
 
 
@@ -145,6 +148,15 @@ def run(config: Config, run_dir: str | Path) -> dict:
     """
     run_dir = Path(run_dir)
     bandit = config.bandit
+    if config.grpo_seeds:
+        if config.grpo is None:
+            raise ValueError("grpo_seeds: the further GRPO seeds need a grpo section")
+        seeds = [config.grpo.seed, *config.grpo_seeds]
+        if len(set(seeds)) < len(seeds):
+            raise ValueError(
+                f"grpo_seeds: {list(config.grpo_seeds)} repeats a seed (grpo.seed is "
+                f"{config.grpo.seed})"
+            )
     curves = jax.device_get(run_bandit_seeds(jax.random.key(config.seed), bandit))
     bandit_dir = run_dir / "bandit"
     logger = MetricsLogger(
@@ -182,13 +194,57 @@ def run(config: Config, run_dir: str | Path) -> dict:
         checks.append(("GRPO corr(dH pred, dH meas) >= 0.95", corr, corr >= 0.95))
         checks.append(("GRPO median abs(pred - meas) / abs(meas) <= 0.2", rel, rel <= 0.2))
     rows = [[k, v] for k, v in summary.items()]
+    tables = [
+        results_table("dynamics", "Entropy dynamics: bandit and GRPO", ["quantity", "value"], rows)
+    ]
+    if config.grpo is not None and config.grpo_seeds:
+        seeds_table, seed_checks = _seeds(config, run_dir, summary)
+        tables.append(seeds_table)
+        checks += seed_checks
     summary["targets"] = {text: bool(ok) for text, _, ok in checks}
-    title = "Entropy dynamics: bandit and GRPO"
     save_results(
         run_dir,
         config,
-        tables=[results_table("dynamics", title, ["quantity", "value"], rows)],
+        tables=tables,
         figures=plot_figures(run_dir),
         targets=[target(text, ok, value) for text, value, ok in checks],
     )
     return summary
+
+
+SEED_COLUMNS = (
+    "dH/predicted/corr",
+    "dH/predicted/median_rel_error",
+    "dH/predicted/r2_identity",
+    "dH/logit_law/corr",
+)
+
+
+def _seeds(config: Config, run_dir: Path, first: dict) -> tuple[dict, list]:
+    """The GRPO run again for each of ``config.grpo_seeds`` (in ``grpo_seed<s>/``): a table of
+    each seed's agreement and final reward with the mean and 95% bootstrap interval over all
+    seeds, and the targets judged on every seed and on the mean."""
+    per_seed = {config.grpo.seed: {k: first[f"grpo_{k}"] for k in SEED_COLUMNS}}
+    per_seed[config.grpo.seed]["final_reward"] = first["grpo_final_reward"]
+    for seed in config.grpo_seeds:
+        sub = dataclasses.replace(config.grpo, seed=seed, name=f"{config.grpo.name}_seed{seed}")
+        directory = run_dir / f"grpo_seed{seed}"
+        result = grpo_experiment.run(sub, directory, report=False)
+        row = dynamics_table(metrics_table(directory))
+        per_seed[seed] = {k: row[k] for k in SEED_COLUMNS}
+        per_seed[seed]["final_reward"] = result.get("final_reward")
+    columns = [*SEED_COLUMNS, "final_reward"]
+    rows = [[seed, *(values[c] for c in columns)] for seed, values in per_seed.items()]
+    intervals = [bootstrap_interval([v[c] for v in per_seed.values()]) for c in columns]
+    rows.append(["mean", *(m for m, _, _ in intervals)])
+    rows.append(["95% interval", *(f"{lo:.3f}-{hi:.3f}" for _, lo, hi in intervals)])
+    corr = [v["dH/predicted/corr"] for v in per_seed.values()]
+    rel = [v["dH/predicted/median_rel_error"] for v in per_seed.values()]
+    n = len(per_seed)
+    checks = [
+        (f"GRPO corr >= 0.95 on every one of {n} seeds", min(corr), min(corr) >= 0.95),
+        (f"GRPO corr >= 0.95, mean over {n} seeds", float(np.mean(corr)), np.mean(corr) >= 0.95),
+        (f"GRPO median rel error <= 0.2 on every one of {n} seeds", max(rel), max(rel) <= 0.2),
+    ]
+    title = f"GRPO predicted vs measured dH over {n} seeds"
+    return results_table("seeds", title, ["seed", *columns], rows), checks

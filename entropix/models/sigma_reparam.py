@@ -32,18 +32,15 @@ def _normalize(x, eps: float = 1e-12):
     return x / jnp.maximum(jnp.linalg.norm(x), eps)
 
 
-def power_iteration_step(
-    kernel: ArrayLike, u: ArrayLike, v: ArrayLike
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+def power_iteration_step(kernel: ArrayLike, u: ArrayLike) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One power-iteration step on kernel [in, out]: returns (u', v', sigma), no gradient to u, v.
 
     v' = normalize(W u), u' = normalize(W^T v'), sigma = v'^T W u' (gradient flows to W only).
 
     Args:
         kernel: W, the [in, out] weight (any float dtype; the step runs in float32).
-        u: float32 [out] current right singular-vector estimate.
-        v: float32 [in] current left singular-vector estimate (unused by the step itself: v'
-            is computed from u; kept so the state is passed whole).
+        u: float32 [out] current right singular-vector estimate (v' is computed from it, so
+            the left estimate v is not an input).
 
     Returns:
         ``(u', v', sigma)``: float32 unit vectors [out] and [in] (gradient stopped) and the
@@ -129,7 +126,7 @@ class SigmaReparamLinear(nnx.Module):
         """
         kernel = self.kernel[...]
         if update:
-            u, v, sigma = power_iteration_step(kernel, self.u[...], self.v[...])
+            u, v, sigma = power_iteration_step(kernel, self.u[...])
             self.u[...], self.v[...] = u, v
         else:
             sigma = self.sigma()

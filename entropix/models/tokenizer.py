@@ -33,6 +33,7 @@ from entropix.models.loaders import ModelFileError, open_gguf
 
 if TYPE_CHECKING:
     import gguf
+    import tokenizers
 
 _CONTROL, _USER_DEFINED = 3, 4
 _PRE_TOKENIZERS = ("default", "gpt2", "smollm")
@@ -43,7 +44,7 @@ CHAT_TEMPLATE_FILE = "chat_template.jinja"
 class Tokenizer:
     """A ``tokenizers.Tokenizer`` with the checkpoint's special ids and chat template."""
 
-    backend: object
+    backend: "tokenizers.Tokenizer"
     bos_id: int | None = None
     eos_id: int | None = None
     pad_id: int | None = None

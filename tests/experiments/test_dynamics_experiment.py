@@ -1,9 +1,12 @@
+import dataclasses
 import json
 
 import jax
 import numpy as np
+import pytest
 
 from entropix.plots import plot_run
+from entropix.results import read_results
 from entropix.runs import comparison_table as table
 from experiments.dynamics import BanditConfig, Config, run, run_bandit, run_bandit_seeds
 
@@ -38,3 +41,45 @@ def test_smoke_run_writes_metrics_tables_and_plots(tmp_path):
     written = plot_run(tmp_path)
     assert {p.name for p in written} == {"curves.png", "entropy_change.png", "entropy_law.png"}
     assert "| bandit |" in table([tmp_path])
+
+
+def _grpo(**changes):
+    from entropix import config as cfg
+    from experiments import grpo
+    from tests.rl import tiny
+
+    data = {k: dict(v) for k, v in tiny.BASE.items()}
+    data["train"]["steps"] = 4
+    data["dynamics"] = {"every": 1}
+    data["task"] = {"digits": 1}
+    data["sft"] = {
+        "steps": 100,
+        "batch_size": 32,
+        "lr": 1e-2,
+    }  # some replies right: reward variance
+    return dataclasses.replace(cfg.from_data(grpo.Config, data, (), source="test"), **changes)
+
+
+def test_grpo_seeds_table_gives_each_seed_and_the_mean(tmp_path):
+    bandit = BanditConfig(arms=4, steps=10, seeds=2)
+    config = Config(name="t", bandit=bandit, grpo=_grpo(name="g"), grpo_seeds=(3,))
+    summary = run(config, tmp_path)
+    seeds = next(t for t in read_results(tmp_path / "results.json")["tables"] if t["id"] == "seeds")
+    assert [row[0] for row in seeds["rows"]] == [0, 3, "mean", "95% interval"]
+    column = seeds["header"].index("dH/predicted/corr")
+    corr = []
+    for directory in ("grpo", "grpo_seed3"):
+        rows = [json.loads(line) for line in (tmp_path / directory / "metrics.jsonl").open()]
+        rows = [r for r in rows if "dH/predicted" in r]
+        assert len(rows) == 4
+        pred, meas = ([r[k] for r in rows] for k in ("dH/predicted", "dH/measured"))
+        corr.append(np.corrcoef(pred, meas)[0, 1])
+    assert [seeds["rows"][i][column] for i in (0, 1)] == pytest.approx(corr, abs=1e-6)
+    assert seeds["rows"][2][column] == pytest.approx(np.mean(corr), abs=1e-6)
+    assert "GRPO corr >= 0.95 on every one of 2 seeds" in summary["targets"]
+
+
+def test_grpo_seeds_refuse_the_first_seed_again(tmp_path):
+    config = Config(name="t", bandit=BanditConfig(arms=4, steps=5, seeds=1), grpo=_grpo(seed=2))
+    with pytest.raises(ValueError, match=r"grpo_seeds: \[2\] repeats a seed"):
+        run(dataclasses.replace(config, grpo_seeds=(2,)), tmp_path)
