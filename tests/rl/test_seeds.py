@@ -246,6 +246,7 @@ REFUSED = {
         "sampled at a controller's temperature (aepo_temperature)",
     ),
     "answer marker": (["rollout.answer_marker=x"], "rollout.answer_marker must be empty"),
+    "steering": (["rollout.steering={name: east}"], "rollout.steering probes and steers"),
     "warm-up answers cut": (["sft.steps=2"], "raise rollout.max_new_tokens"),
 }
 
