@@ -14,11 +14,12 @@ stage of step t
    the step's rows with the configured strategy from ``SteeredLlama(policy, v, l, a)``.
 
 The direction is refreshed every step from the policy being trained, so it follows the policy
-(and a resumed run recomputes exactly what it used). Our choice, since the paper ("Controlling
-Large Language Model Agents with Entropic Activation Steering", Rahn, D'Oro and Bellemare,
-2024) steers a fixed agent at inference and trains nothing: the steered policy mu is the
-behaviour policy, its log-probs (``rollout_logp``) are the PPO old log-probs, so the ratio
-pi / mu corrects the update for the steering and the objective's clip bounds it.
+(and a resumed run recomputes exactly what it used); the held-out evaluation scores the trained
+policy itself, unsteered. Our choice, since the paper ("Controlling Large Language Model Agents
+with Entropic Activation Steering", Rahn, D'Oro and Bellemare, 2024) steers a fixed agent at
+inference and trains nothing: the steered policy mu is the behaviour policy, its log-probs
+(``rollout_logp``) are the PPO old log-probs, so the ratio pi / mu corrects the update for the
+steering and the objective's clip bounds it.
 
 Reported per step: ``steering/probe_entropy`` (token-mean next-token entropy of the unsteered
 policy at the probe's states) and ``steering/entropy_shift`` (the steered policy's minus the
