@@ -67,10 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         bad flags, make ``argparse`` print the usage and raise ``SystemExit``.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] not in COMMANDS:
-        build_parser().parse_args(argv[:1])  # prints usage or help and exits
-        return 2
-    name, rest = argv[0], argv[1:]
+    # a missing or unknown command, or -h, makes argparse print usage or help and exit here
+    name, rest = build_parser().parse_args(argv[:1]).command, argv[1:]
     module = importlib.import_module(f"entropix.commands.{COMMANDS[name]}")
     parser = argparse.ArgumentParser(
         prog=f"entropix {name}",
