@@ -12,7 +12,7 @@ from pathlib import Path
 from entropix import config as cfg
 from entropix.validation import lookup
 
-__all__ = ["EXPERIMENTS", "module", "prepare", "schemas"]
+__all__ = ["EXPERIMENTS", "module", "prepare", "run", "schemas"]
 
 # experiment name -> module under experiments/
 EXPERIMENTS: dict[str, str] = {
@@ -90,3 +90,29 @@ def prepare(
             )
     cfg.save(config, directory)
     return module(config.experiment), config, directory
+
+
+def run(
+    config_path: str | Path, overrides: Sequence[str] = (), run_dir: str | Path | None = None
+) -> tuple[Path, dict]:
+    """:func:`prepare` the experiment and run it. A run refused before it wrote anything (its
+    checks raise while the directory holds only the ``config.yaml`` just saved) leaves no
+    trace: that file goes again, and the directory when it is then empty, so fixing the config
+    and rerunning starts fresh instead of "resuming" a run that never began.
+
+    Args:
+        config_path: the experiment YAML.
+        overrides: ``dotted.key=value`` strings applied on top.
+        run_dir: the run directory (default: the config's ``run_dir``, else ``runs/<name>``).
+
+    Returns:
+        ``(directory, summary)``: the run directory and the experiment's summary dict.
+    """
+    experiment, config, directory = prepare(config_path, overrides, run_dir)
+    try:
+        return directory, experiment.run(config, directory)
+    except Exception:
+        if [p.name for p in directory.iterdir()] == [cfg.CONFIG_FILENAME]:
+            (directory / cfg.CONFIG_FILENAME).unlink()
+            directory.rmdir()
+        raise

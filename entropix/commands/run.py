@@ -2,7 +2,8 @@
 
 ``entropix run configs/grpo_addition_tiny.yaml loss.terms.1.coef=0.003 seed=3`` resolves the
 config against the experiment's typed schema, writes it to ``<run_dir>/config.yaml`` and calls
-the experiment. The run dir (``runs/<name>`` unless ``run_dir=`` or ``--run-dir`` is given)
+the experiment (``experiments.run``: a config the experiment refuses before running leaves no
+run dir behind). The run dir (``runs/<name>`` unless ``run_dir=`` or ``--run-dir`` is given)
 holds the resolved config, metrics.jsonl, TensorBoard events, checkpoints, plots and
 ``summary.json``. Running again into an existing run dir resumes from its checkpoints.
 """
@@ -39,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     """
     import experiments
 
-    module, config, directory = experiments.prepare(args.config, args.overrides, args.run_dir)
-    summary = module.run(config, directory)
+    directory, summary = experiments.run(args.config, args.overrides, args.run_dir)
     (Path(directory) / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     if not args.no_plot:
         from entropix.plots import plot_run

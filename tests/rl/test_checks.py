@@ -51,8 +51,9 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_config_is_one_line_before_any_training(case, tmp_path, capsys):
     overrides, message = CASES[case]
-    status = main(["run", CONFIG, *overrides, "sft.steps=5", "--run-dir", str(tmp_path)])
+    run_dir = tmp_path / "run"
+    status = main(["run", CONFIG, *overrides, "sft.steps=5", "--run-dir", str(run_dir)])
     err = capsys.readouterr().err.strip()
     assert status == 2 and err.startswith("entropix run: error:"), err
     assert "\n" not in err and message in err, err
-    assert not (tmp_path / "sft").exists() and not (tmp_path / "checkpoints").exists()
+    assert not run_dir.exists()  # not even config.yaml: a fixed rerun starts fresh
