@@ -4,7 +4,8 @@
     python mesh_check.py OUT_DIR PORT PROCESS_ID   # one of 2 processes with 2 CPU devices each
 
 ``mesh``: 3 tiny GRPO steps (ppo_clip + kl_ref, two micro-batches, the dynamics probe, a
-greedy evaluation) on one device and on meshes (data=8), (data=2, fsdp=4), (data=4, tensor=2);
+greedy evaluation) on one device and on meshes (data=8), (data=2, fsdp=4), (data=4, tensor=2),
+and the same steps with EAST steering (``rollout.steering``) on one device and on (data=8);
 prints a JSON report of the largest metric and parameter differences to the one-device run,
 the shardings the generation program takes its parameters with, and the one-line error of a
 batch that does not split over the mesh; the one-device run's metrics and parameters go to
@@ -36,7 +37,7 @@ OVERRIDES = (
 VOLATILE = ("time", "elapsed_s", "steps_per_s")
 
 
-def run(mesh, run_dir):
+def run(mesh, run_dir, *overrides):
     """(metrics per step without timings, {path: params}) of the tiny run on ``mesh``."""
     import numpy as np
     from jax.experimental import multihost_utils
@@ -45,7 +46,8 @@ def run(mesh, run_dir):
     from entropix.train import read_metrics
     from entropix.train.checkpoint import flatten_state
 
-    plan = rl.build(tiny.config(*OVERRIDES, **SECTIONS), task=tiny.EvenSum(seed=0), mesh=mesh)
+    config = tiny.config(*OVERRIDES, *overrides, **SECTIONS)
+    plan = rl.build(config, task=tiny.EvenSum(seed=0), mesh=mesh)
     result = rl.run(plan, run_dir)
     params = {}
     for key, value in flatten_state(result.state.params).items():
@@ -121,6 +123,11 @@ def mesh_report(out: Path) -> dict:
             embed = [v for k, v in specs.items() if "embedding" in k][0]
             prompt_spec = str(batch["prompt"].sharding.spec)
             report[f"{shape}/generate"] = {"q_proj": q, "embedding": embed, "prompt": prompt_spec}
+    steer = "rollout.steering={name: east, config: {alpha: 0.5}}"  # probe rows padded to 8
+    one = run(make_mesh(1, 1, 1, devices=jax.devices()[:1]), out / "steered_one", steer)
+    eight = run(make_mesh(8, 1, 1), out / "steered_8x1x1", steer)
+    report["steered"] = largest_differences(*eight[:2], *one[:2])
+    report["steered"]["metrics"] = sorted(one[0][0])
     try:
         rl.build(
             tiny.config("update.micro_batches=2", "rollout.group_size=4", "rollout.prompts=2"),

@@ -28,6 +28,12 @@ def test_meshes_and_two_processes_match_one_device(tmp_path):
         assert generate["embedding"] == "P('tensor', 'fsdp')", generate
     assert report["(2, 4, 1)/generate"]["prompt"] == "P(('data', 'fsdp'),)"
     assert "multiple of the mesh's data x fsdp = 8 rows" in report["bad_batch"]
+    steered = report["steered"]  # EAST: the probe's 4 rows padded to the 8 devices
+    assert "steering/entropy_shift" in steered["metrics"], steered
+    # off-policy rows (ratio pi / mu != 1) give larger gradients, whose norm's float32 sum
+    # differs a little more between meshes (6.7e-5 measured); the parameters agree to TOL
+    assert steered["keys_match"] and steered["metric_diff"] <= 10 * TOL, steered
+    assert steered["param_diff"] <= TOL, steered
 
     port = scripts.free_port()
     workers = [scripts.start("mesh_check.py", tmp_path, port, i, where=HERE) for i in (0, 1)]
