@@ -249,7 +249,7 @@ class Rollouts:
         and, with steering, the probe's per-row fields (``entropix.rl.steering``)."""
         config = self.config
         prompt, prompt_mask = encode_prompts(self.codec, problems, self.layout)
-        model, probe = state.model(), {}
+        model, fields = state.model(), {}
         if self.steering is not None:
             probe_key = jax.random.fold_in(key, PROBE_STREAM)
             probe = self.generate_ids(model, prompt, prompt_mask, probe_key)
@@ -274,8 +274,8 @@ class Rollouts:
         order = np.argsort(rows.prompt, kind="stable")
         rows = jax.tree.map(lambda x: x[order], rows)
         if self.steering is not None:
-            probe = spread_probe(probe, steered_entropy, rows.prompt)
-        return rows, probe
+            fields = spread_probe(probe, steered_entropy, rows.prompt)
+        return rows, fields
 
     def __call__(self, position: int, state: TrainState) -> dict[str, Any]:
         """The rollout batch of step ``position`` (global arrays; see ``entropix.rl.update``)."""

@@ -36,9 +36,9 @@ import numpy as np
 from flax import nnx
 
 from entropix.config import MethodSpec
-from entropix.entropy.fused import token_logprobs_and_entropy
 from entropix.losses.registry import get
 from entropix.models.steering import SteeringConfig, residual_activations
+from entropix.rl.update import PolicyForward
 from entropix.rollout.generate import Rollout
 
 PROBE_STREAM = 1  # fold_in(step key, 1): the probe's samples, apart from the rows'
@@ -49,19 +49,12 @@ def _states(model: nnx.Module, ids: jax.Array, mask: jax.Array, layer: int) -> j
     return residual_activations(model, ids, mask, layer)
 
 
-@nnx.jit(static_argnames=("prompt_len", "temperature"))
+@nnx.jit(static_argnames="forward")
 def _entropy(
-    model: nnx.Module, ids: jax.Array, mask: jax.Array, prompt_len: int, temperature: float
+    model: nnx.Module, prompt: jax.Array, prompt_mask: jax.Array, response: jax.Array, forward
 ) -> jax.Array:
     """Next-token entropy [R, N] of ``model`` at the states that chose the response tokens."""
-    out = model(ids, attention_mask=mask, return_logits=False)
-    hidden = out.hidden[:, prompt_len - 1 : -1]
-    r, n, d = hidden.shape
-    targets = ids[:, prompt_len:].reshape(r * n)
-    _, entropy = token_logprobs_and_entropy(
-        hidden.reshape(r * n, d), out.unembed, targets, temperature=temperature
-    )
-    return entropy.reshape(r, n)
+    return forward(model, prompt, prompt_mask, response)[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,15 +106,15 @@ class Steering:
         rows, p = probe.prompt_tokens.shape
         ids = np.concatenate([probe.prompt_tokens, probe.tokens], axis=1)
         mask = np.concatenate([probe.prompt_mask, np.ones(probe.tokens.shape, bool)], axis=1)
-        ids, mask = to_device(ids), to_device(mask)
-        states = to_host(_states(model, ids, mask, self.config.layer))[:rows]
-        chose = states[:, p - 1 : -1]  # the state at position j chooses token j + 1
+        states = to_host(_states(model, to_device(ids), to_device(mask), self.config.layer))
+        chose = states[:rows, p - 1 : -1]  # the state at position j chooses token j + 1
         taken = np.asarray(probe.mask, bool)
         steered = get(self.name).factory(
             model, chose[taken], np.asarray(probe.entropy)[taken], self.config
         )
-        entropy = to_host(_entropy(steered, ids, mask, p, float(temperature)))[:rows]
-        return steered, np.asarray(entropy, np.float32)
+        placed = (to_device(x) for x in (probe.prompt_tokens, probe.prompt_mask, probe.tokens))
+        entropy = _entropy(steered, *placed, PolicyForward(float(temperature)))
+        return steered, np.asarray(to_host(entropy)[:rows], np.float32)
 
 
 def build_steering(spec: MethodSpec | None) -> Steering | None:
