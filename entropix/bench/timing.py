@@ -71,9 +71,27 @@ def paired_ratio(a: Timing, b: Timing) -> float:
     Returns:
         The median per-round ratio a / b (dimensionless).
     """
+    return statistics.median(x / y for x, y in _rounds(a, b, "paired_ratio"))
+
+
+def paired_difference(a: Timing, b: Timing) -> float:
+    """Median over rounds of a's time - b's time in the same round of ``time_calls``: the extra
+    seconds of a over b, as steady against other processes' load as :func:`paired_ratio`.
+
+    Args:
+        a: the longer call's timing.
+        b: the shorter call's timing, from the same :func:`time_calls` run.
+
+    Returns:
+        The median per-round difference a - b in seconds.
+    """
+    return statistics.median(x - y for x, y in _rounds(a, b, "paired_difference"))
+
+
+def _rounds(a: Timing, b: Timing, name: str) -> list[tuple[float, float]]:
     if len(a.samples) != len(b.samples) or not a.samples:
-        raise ValueError("paired_ratio needs two Timings from the same time_calls run")
-    return statistics.median(x / y for x, y in zip(a.samples, b.samples, strict=True))
+        raise ValueError(f"{name} needs two Timings from the same time_calls run")
+    return list(zip(a.samples, b.samples, strict=True))
 
 
 def time_calls(calls: Sequence[Callable[[], object]], repeats: int = MIN_REPEATS) -> list[Timing]:

@@ -7,7 +7,7 @@ import pytest
 
 from entropix.bench import report
 from entropix.bench.suites import SUITES
-from entropix.bench.timing import Timing, paired_ratio, time_calls
+from entropix.bench.timing import Timing, paired_difference, paired_ratio, time_calls
 from entropix.cli import main
 
 
@@ -67,7 +67,8 @@ def test_core_suites_measure_their_figures(results):
 def test_rl_suite_splits_the_grpo_step(results):
     data, _ = results
     rows = {r["case"].split(" ", 1)[0]: r for r in data["suites"]["rl"]}
-    assert rows["smollm2"]["status"] == "not available"  # --quick
+    assert list(rows) == ["tiny", "small", "smollm2"]
+    assert rows["small"]["status"] == rows["smollm2"]["status"] == "not available"  # --quick
     tiny = rows["tiny"]["values"]
     assert tiny["rows"] == 8 and tiny["decode_steps"] >= 1
     parts = tiny["rollout_s"] + tiny["other_s"] + tiny["update_s"]
@@ -75,7 +76,14 @@ def test_rl_suite_splits_the_grpo_step(results):
     assert 0 < rows["tiny"]["ratios"]["mfu"] and tiny["model_gflop"]["update"] > 0
     ratios = rows["tiny"]["ratios"]
     assert {"time_logged/unlogged", "time_logged/unlogged_stride8"} <= set(ratios)
-    assert tiny["probed_update"]["runs"] >= 5 and tiny["dynamics_row_stride"] == 8
+    assert tiny["probed_update"]["runs"] >= 5 and tiny["dynamics_row_strides"] == [8]
+    assert tiny["probed_update_stride8"]["runs"] >= 5
+    step = tiny["step_s"]
+    assert ratios["time_logged/unlogged"] == pytest.approx((step + tiny["probe_s"]) / step)
+    assert ratios["time_logged/unlogged_stride8"] == pytest.approx(
+        (step + tiny["probe_stride8_s"]) / step
+    )
+    assert rows["tiny"]["targets"] == {}  # the dynamics cost target is the small preset's
 
 
 def test_train_suite_measures_mfu_and_diagnostics_overhead(results):
@@ -107,6 +115,9 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
     assert all(len(t.samples) == 5 and t.median in t.samples for t in timings)
     with pytest.raises(ValueError, match="same time_calls run"):
         paired_ratio(a, Timing(1.0, 1.0, 1.0, 1, (1.0,)))
+    assert paired_difference(a, b) == 1.0  # per round: 0.5, 1, 0, 1, 2
+    with pytest.raises(ValueError, match="paired_difference needs two Timings"):
+        paired_difference(a, Timing(1.0, 1.0, 1.0, 1, (1.0,)))
 
 
 def test_markdown_reports_unavailable_reason_and_target_verdicts():
