@@ -54,8 +54,12 @@ def test_core_suites_measure_their_figures(results):
         for path in ("fused", "naive"):
             timing = r["values"][path]
             assert timing["runs"] >= 5 and timing["min_s"] <= timing["median_s"] <= timing["max_s"]
-    scaling = data["suites"]["scaling"]
-    assert [set(r["ratios"]) for r in scaling] == [{"speedup_loop/vmap"}] * len(scaling) != []
+    *bandit, grpo = data["suites"]["scaling"]
+    assert [set(r["ratios"]) for r in bandit] == [{"speedup_loop/vmap"}] * len(bandit) != []
+    assert grpo["case"] == "grpo 8 seeds"
+    assert set(grpo["ratios"]) == {"speedup_loop/vmap", "ceiling_loop/batched"}
+    assert grpo["values"]["batched_rows"] == 8 * grpo["values"]["rows_per_step"]
+    assert grpo["values"]["batched"]["runs"] >= 5
     for r in data["suites"]["loss"]:
         assert r["status"] != "ok" or set(r["ratios"]) == {"time/ppo_clip"}
         # only registry entries that are not losses are skipped (every loss gets its controls)
