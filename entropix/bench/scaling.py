@@ -124,7 +124,8 @@ def grpo_seeds(quick: bool, repeats: int) -> dict:
     config = from_data(RLConfig, sections, source="bench scaling grpo")
     program = SeedsProgram(config)
     rollout = {**GRPO["rollout"], "prompts": GRPO["rollout"]["prompts"] * GRPO_SEEDS}
-    batched = SeedsProgram(from_data(RLConfig, {**sections, "rollout": rollout}, source="bench"))
+    batched_config = {**sections, "rollout": rollout}
+    batched = SeedsProgram(from_data(RLConfig, batched_config, source="bench scaling grpo 8x"))
     seeds = list(range(GRPO_SEEDS))
     states = program.initial_states(seeds)
     singles = [program.initial_state(s) for s in seeds]
