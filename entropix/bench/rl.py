@@ -43,16 +43,16 @@ Targets: SmolLM2 step MFU >= 0.5 on CPU; a ``small`` step that logs dynamics wit
 ``row_stride`` 16 (8 of its 128 rows) costs <= 1.15x one that does not.
 
 Why the target needs a stride: the probe is one JVP along the update (the primal forward plus
-its tangent, whose matmuls are dx W + x dW: three forward passes' worth) and one forward at
-theta + delta, so four forward passes over the probed rows, against the update's forward and
-backward, three over every row. Probing every row costs about 4/3 of an update whatever the
-implementation of an exact first-order prediction beside a measured change; on top comes a
-part that does not shrink with the rows (delta itself, the pre-update parameters the JVP
-reads kept beside the updated ones, the weight reads of the probe's small matmuls). With the
-update ~85% of the small step, 15% of the step leaves room for about a tenth of the rows:
-16 is the smallest stride of at least 10 that divides the 128 rows, and stride 8 is measured
-beside it. The tiny step (tens of milliseconds) is bound by per-kernel costs, not FLOPs (its
-probe costs about the same on all rows and on every 8th), so its ratios carry no target.
+its tangent, whose matmuls are dx W + x dW: three forward passes' FLOPs) and one forward at
+theta + delta, four forward passes' FLOPs over the probed rows against the update's three
+(forward and backward) over every row; an exact first-order prediction needs the tangent and
+the measured change needs the forward after the step, so no implementation of both avoids
+them. The cost does not fall as 1/s with the stride: a part does not shrink with the rows
+(delta itself, the pre-update parameters the JVP reads kept beside the updated ones, the
+weight reads of the probe's small matmuls) and small matmuls run below the full batch's
+rate. Stride 8 and 16 are both measured; the target is set at 16 (8 of the 128 rows). The
+tiny step (tens of milliseconds) is bound by per-kernel costs, not FLOPs (its probe costs
+about the same on all rows and on every 8th), so its ratios carry no target.
 """
 
 import dataclasses
