@@ -6,7 +6,9 @@ of a sweep) and writes under ``RUN_DIR/plots/``, each when the run logged its me
 
 - ``curves.png``: entropy and reward over steps (moving average);
 - ``entropy_change.png``: measured vs predicted dH per step (``dH/measured``,
-  ``dH/predicted``), with Pearson r and R^2 of the prediction read as y = x;
+  ``dH/predicted``), with Pearson r and R^2 of the prediction read as y = x, and the step with
+  the largest residual ringed and named with its ``dlogp/max``
+  (``entropix.runs.residual_summary``);
 - ``quadrants.png``: each token group's signed share g_t / sum_g' |g'_t| of dH/predicted over
   steps, for the advantage-sign x probability quadrants (``dH/pred/pos_high`` ...) and the
   forking / non-forking split;
@@ -28,6 +30,7 @@ from entropix.runs import (
     metrics_table,
     paired,
     partition_parts,
+    residual_summary,
     series,
 )
 
@@ -83,21 +86,45 @@ def _curves(plt, runs):
     return fig
 
 
+def _worst_step_label(residual) -> str:
+    text = f"step {residual['dH/residual/worst_step']}"
+    if "dlogp/max/at_worst" in residual:
+        at, median = residual["dlogp/max/at_worst"], residual["dlogp/max/median"]
+        text += f"\nmax |Δlog π| {at:.2g}\n(median step {median:.2g})"
+    return text
+
+
 def _entropy_change(plt, runs):
-    pairs = [(label, *paired(t, "dH/predicted", "dH/measured")[1:]) for label, t in runs.items()]
+    pairs = [(label, *paired(t, "dH/predicted", "dH/measured")) for label, t in runs.items()]
     pairs = [p for p in pairs if len(p[1])]
     if not pairs:
         return None
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    for label, predicted, measured in pairs:
+    for label, steps, predicted, measured in pairs:
         score = agreement(predicted, measured)
         text = f"r={score['corr']:.2f}, R²={score['r2_identity']:.2f}"
         ax.scatter(predicted, measured, s=8, label=f"{label} ({text})")
-    spread_p = max(np.ptp(p) for _, p, _ in pairs)
-    spread_m = max(np.ptp(m) for _, _, m in pairs)
+        residual = residual_summary(runs[label])
+        if residual:  # ring and name the step the first order misses most
+            at = steps == residual["dH/residual/worst_step"]
+            x, y = predicted[at][0], measured[at][0]
+            ax.scatter([x], [y], s=60, facecolors="none", edgecolors="k", lw=0.8)
+            right = x > np.median(predicted)  # write the label toward the middle
+            ax.annotate(
+                _worst_step_label(residual),
+                (x, y),
+                fontsize=6,
+                xytext=(-5 if right else 5, -5),
+                textcoords="offset points",
+                ha="right" if right else "left",
+                va="top",
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.8, "lw": 0},
+            )
+    spread_p = max(np.ptp(p) for _, _, p, _ in pairs)
+    spread_m = max(np.ptp(m) for _, _, _, m in pairs)
     if 0.1 < spread_p / max(spread_m, 1e-30) < 10:  # same scale: draw y = x
-        lo = min(min(p.min(), m.min()) for _, p, m in pairs)
-        hi = max(max(p.max(), m.max()) for _, p, m in pairs)
+        lo = min(min(p.min(), m.min()) for _, _, p, m in pairs)
+        hi = max(max(p.max(), m.max()) for _, _, p, m in pairs)
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
     ax.set_xlabel("predicted dH (first order)")
     ax.set_ylabel("measured dH")

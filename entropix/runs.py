@@ -232,6 +232,38 @@ def agreement(estimate: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     }
 
 
+def residual_summary(table: dict[str, np.ndarray]) -> dict[str, float]:
+    """Where the first-order prediction misses: the logged step with the largest squared
+    residual r_t = dH/measured - dH/predicted, its share of sum_t r_t^2, and how far that step
+    moved the sampled tokens' log-probs (``dlogp/max`` of ``entropix.dynamics.telemetry``: a
+    step that moves a token's log-prob by O(1) nats is outside the first-order regime)
+    against the median step.
+
+    Args:
+        table: a metrics table (:func:`metrics_table`).
+
+    Returns:
+        ``{"dH/residual/worst_step" (int), "dH/residual/worst_share"}`` and, when ``dlogp/max``
+        was logged, ``"dlogp/max/median"`` (over the steps with dH) and ``"dlogp/max/at_worst"``;
+        {} without a step logging both dH metrics or without any residual.
+    """
+    steps, predicted, measured = paired(table, "dH/predicted", "dH/measured")
+    squared = (measured - predicted) ** 2
+    if not np.sum(squared) > 0:
+        return {}
+    worst = int(np.argmax(squared))
+    rows = {
+        "dH/residual/worst_step": int(steps[worst]),
+        "dH/residual/worst_share": float(squared[worst] / np.sum(squared)),
+    }
+    moved = dict(zip(*series(table, "dlogp/max"), strict=True))  # step -> dlogp/max
+    on_steps = [moved[t] for t in steps if t in moved]
+    if on_steps:
+        rows["dlogp/max/median"] = float(np.median(on_steps))
+        rows["dlogp/max/at_worst"] = float(moved.get(steps[worst], np.nan))
+    return rows
+
+
 def partition_parts(
     table: dict[str, np.ndarray], keys: Sequence[str]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -303,9 +335,9 @@ def law_summary(table: dict[str, np.ndarray], z: float = 1.96) -> dict[str, floa
 def dynamics_table(table: dict[str, np.ndarray], z: float = 1.96) -> dict[str, float]:
     """The dynamics rows of one run's metrics table (rows whose metrics were not logged are
     left out): 'steps' with both dH/predicted and dH/measured, ``agreement`` of dH/predicted
-    ('dH/predicted/<corr|r2_identity|r2_line|median_rel_error>') and of each of ``ESTIMATORS``
-    (corr, median_rel_error) with dH/measured, ``partition_summary`` of each of
-    ``PARTITIONS``, and ``law_summary``.
+    ('dH/predicted/<corr|r2_identity|r2_line|median_rel_error>'), ``residual_summary``, the
+    ``agreement`` of each of ``ESTIMATORS`` (corr, median_rel_error) with dH/measured,
+    ``partition_summary`` of each of ``PARTITIONS``, and ``law_summary``.
 
     Args:
         table: a metrics table (:func:`metrics_table`); ``ValueError`` when no step logged
@@ -320,6 +352,7 @@ def dynamics_table(table: dict[str, np.ndarray], z: float = 1.96) -> dict[str, f
         raise ValueError("the run logged no steps with both dH/predicted and dH/measured")
     rows = {"steps": len(predicted)}
     rows |= {f"dH/predicted/{k}": v for k, v in agreement(predicted, measured).items()}
+    rows |= residual_summary(table)
     for key in ESTIMATORS:
         _, estimate, meas = paired(table, key, "dH/measured")
         if len(estimate):

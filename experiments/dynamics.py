@@ -19,7 +19,10 @@ beside it, and the prediction's token-group parts (``entropix.dynamics.telemetry
 GRPO corr(dH/predicted, dH/measured) >= 0.95 and median |pred - meas| / |meas| <= 0.2) and the
 plots of ``entropix plot``. With ``grpo_seeds`` the GRPO run is repeated for each further seed
 (``grpo_seed<s>/``) and a ``seeds`` table gives every seed's agreement with the mean and 95%
-bootstrap interval over seeds; the targets are then judged on every seed and on the mean.
+bootstrap interval over seeds; the targets are then judged on every seed and on the mean. A
+``residuals`` table gives each seed's step with the largest squared residual, its share of the
+total, and how far that step moved a sampled token's log-prob (``dlogp/max``) against the
+median step: where the first-order prediction misses, and whether the step was first order.
 """
 
 import contextlib
@@ -198,8 +201,8 @@ def run(config: Config, run_dir: str | Path) -> dict:
         results_table("dynamics", "Entropy dynamics: bandit and GRPO", ["quantity", "value"], rows)
     ]
     if config.grpo is not None and config.grpo_seeds:
-        seeds_table, seed_checks = _seeds(config, run_dir, summary)
-        tables.append(seeds_table)
+        seed_tables, seed_checks = _seeds(config, run_dir, summary)
+        tables += seed_tables
         checks += seed_checks
     summary["targets"] = {text: bool(ok) for text, _, ok in checks}
     save_results(
@@ -218,22 +221,28 @@ SEED_COLUMNS = (
     "dH/predicted/r2_identity",
     "dH/logit_law/corr",
 )
+RESIDUAL_COLUMNS = (  # entropix.runs.residual_summary: the step the first order misses most
+    "dH/residual/worst_step",
+    "dH/residual/worst_share",
+    "dlogp/max/at_worst",
+    "dlogp/max/median",
+)
 
 
-def _seeds(config: Config, run_dir: Path, first: dict) -> tuple[dict, list]:
+def _seeds(config: Config, run_dir: Path, first: dict) -> tuple[list[dict], list]:
     """The GRPO run again for each of ``config.grpo_seeds`` (in ``grpo_seed<s>/``): a table of
     each seed's agreement and final reward with the mean and 95% bootstrap interval over all
-    seeds, and the targets judged on every seed and on the mean."""
-    per_seed = {config.grpo.seed: {k: first[f"grpo_{k}"] for k in SEED_COLUMNS}}
-    per_seed[config.grpo.seed]["final_reward"] = first["grpo_final_reward"]
+    seeds, a table of each seed's worst step (``RESIDUAL_COLUMNS``), and the targets judged on
+    every seed and on the mean."""
+    rows_of = {config.grpo.seed: {k.removeprefix("grpo_"): v for k, v in first.items()}}
     for seed in config.grpo_seeds:
         sub = dataclasses.replace(config.grpo, seed=seed, name=f"{config.grpo.name}_seed{seed}")
         directory = run_dir / f"grpo_seed{seed}"
         result = grpo_experiment.run(sub, directory, report=False)
-        row = dynamics_table(metrics_table(directory))
-        per_seed[seed] = {k: row[k] for k in SEED_COLUMNS}
-        per_seed[seed]["final_reward"] = result.get("final_reward")
+        rows_of[seed] = dynamics_table(metrics_table(directory))
+        rows_of[seed]["final_reward"] = result.get("final_reward")
     columns = [*SEED_COLUMNS, "final_reward"]
+    per_seed = {seed: {c: rows.get(c) for c in columns} for seed, rows in rows_of.items()}
     rows = [[seed, *(values[c] for c in columns)] for seed, values in per_seed.items()]
     intervals = [bootstrap_interval([v[c] for v in per_seed.values()]) for c in columns]
     rows.append(["mean", *(m for m, _, _ in intervals)])
@@ -247,4 +256,14 @@ def _seeds(config: Config, run_dir: Path, first: dict) -> tuple[dict, list]:
         (f"GRPO median rel error <= 0.2 on every one of {n} seeds", max(rel), max(rel) <= 0.2),
     ]
     title = f"GRPO predicted vs measured dH over {n} seeds"
-    return results_table("seeds", title, ["seed", *columns], rows), checks
+    residuals = [[seed, *(r.get(c) for c in RESIDUAL_COLUMNS)] for seed, r in rows_of.items()]
+    tables = [
+        results_table("seeds", title, ["seed", *columns], rows),
+        results_table(
+            "residuals",
+            "GRPO: the step with the largest squared residual (measured - predicted dH)",
+            ["seed", *RESIDUAL_COLUMNS],
+            residuals,
+        ),
+    ]
+    return tables, checks

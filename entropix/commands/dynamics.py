@@ -11,6 +11,11 @@ did not log are left out. Over the logged steps t with both dH/predicted and dH/
                                 prediction read as y = x (1 is exact; can be negative)
   dH/predicted/r2_line          R^2 of the least-squares line meas ~ alpha + beta pred (= r^2)
   dH/predicted/median_rel_error median_t |pred - meas| / |meas|
+  dH/residual/worst_step        the step with the largest squared residual (meas - pred)^2
+  dH/residual/worst_share       its share of sum_t (meas - pred)^2
+  dlogp/max/median, /at_worst   the largest |change of a sampled token's log pi| of a step
+                                (dlogp/max): its median over the steps and at the worst step;
+                                O(1) nats means the step left the first-order regime
   dH/logit_law/..., dH/sampled_cov/...
                                 corr and median_rel_error of the exact-vocabulary logit law
                                 -Cov(log pi, delta z) and of the sampled-token batch estimator

@@ -7,8 +7,8 @@ optimiser made ``dh`` (one JVP: dh_t = <grad_theta H_t, delta_theta>), the logit
 each token ``law`` = -Cov_{a~pi}(log pi(a), dz(a)) with dz the first-order change of its logits
 (Cui et al. 2025, "The Entropy Mechanism of Reinforcement Learning for Reasoning Language
 Models", Lemma 1; for a softmax head it equals dh up to rounding, so the pair checks the
-algebra), the sampled token's log-prob ``logp`` and first-order logit change ``dz_sampled``, and
-the advantages.
+algebra), the sampled token's log-prob ``logp`` before the update and ``logp_after`` after it,
+its first-order logit change ``dz_sampled``, and the advantages.
 
 :func:`dynamics_metrics` returns, with H = token mean over the mask (n valid tokens):
 
@@ -34,6 +34,12 @@ the advantages.
   paper finds the terms mostly positive, which is why entropy falls),
   and ``entropy/position/<i>``: mean h0 over ``position_bins`` equal bins of response position
   (bin i holds positions t with floor(t * bins / N) = i; NaN for a bin without valid tokens).
+* ``dlogp/mean`` and ``dlogp/max``: the mean and the largest |log pi_{theta + delta}(y_t) -
+  log pi_theta(y_t)| over the valid tokens, the step's size in policy space on the sampled
+  tokens (the log of PPO's ratio after the update). ``dH/predicted`` is the first term of a
+  Taylor series in the logit change; a step that moves a token's log-prob by O(1) nats (a
+  ratio of e or more) has left the range where that term is the change, and there
+  ``dH/measured`` departs from it.
 """
 
 import jax
@@ -121,6 +127,7 @@ def dynamics_metrics(
     dh: jax.Array,
     law: jax.Array,
     logp: jax.Array,
+    logp_after: jax.Array,
     dz_sampled: jax.Array,
     advantages: ArrayLike,
     mask: ArrayLike,
@@ -138,7 +145,8 @@ def dynamics_metrics(
         h1: floating [batch, time] token entropies after it.
         dh: floating [batch, time] first-order change of each token's entropy along the update.
         law: floating [batch, time] -Cov_{a~pi}(log pi(a), dz(a)) of each token.
-        logp: floating [batch, time] log pi(y_t) of the sampled tokens.
+        logp: floating [batch, time] log pi(y_t) of the sampled tokens before the update.
+        logp_after: floating [batch, time] their log pi(y_t) after it.
         dz_sampled: floating [batch, time] first-order change of the sampled token's logit.
         advantages: floating [batch, time] per-token or [batch] per-response advantages.
         mask: float or bool [batch, time], 1/True = valid token.
@@ -170,6 +178,7 @@ def dynamics_metrics(
     p10, p50, p90 = _quantiles(h0, valid, (0.1, 0.5, 0.9))
     covariance = token_covariance(logp, advantages, mask)
     floor = POSITIVE_FLOOR * masked_mean(jnp.abs(covariance), mask)
+    moved = jnp.abs(jnp.asarray(logp_after, jnp.float32) - jnp.asarray(logp, jnp.float32))
     out.update(
         {
             "entropy/p10": p10,
@@ -179,6 +188,8 @@ def dynamics_metrics(
             "entropy/neg_adv": _mean_or_nan(h0, mask * (advantages < 0)),
             "entropy/forking_fraction": masked_mean((h0 > forking_entropy) * 1.0, mask),
             "cov/positive_fraction": masked_mean((covariance > floor) * 1.0, mask),
+            "dlogp/mean": masked_mean(moved, mask),
+            "dlogp/max": jnp.max(jnp.where(valid, moved, 0.0)),
         }
     )
     for i, value in enumerate(position_means(h0, mask, position_bins)):

@@ -358,7 +358,7 @@ class Update:
     def _probe_tokens(self, graphdef, rest, p0, p1, delta, part):
         """Per-token values of one row chunk for :func:`entropix.dynamics.dynamics_metrics`:
         one JVP of the full-logit forward at theta along delta (entropies, logits and their
-        first-order changes) and one forward at theta + delta."""
+        first-order changes) and one forward at theta + delta (entropies and sampled log-probs)."""
         full = dataclasses.replace(self.forward, full_logits=True)
         ids = (part["prompt"], part["prompt_mask"], part["response"])
 
@@ -366,7 +366,7 @@ class Update:
             return full(nnx.merge(graphdef, params, rest), *ids)  # (logp, entropy, logits)
 
         (logp, h0, logits), (_, dh, dlogits) = jax.jvp(forward, (p0,), (delta,))
-        _, h1, _ = self.forward(nnx.merge(graphdef, p1, rest), *ids)
+        logp_after, h1, _ = self.forward(nnx.merge(graphdef, p1, rest), *ids)
         dz = jnp.take_along_axis(dlogits, part["response"][..., None], axis=-1)[..., 0]
         return {
             "h0": h0,
@@ -374,6 +374,7 @@ class Update:
             "dh": dh,
             "law": predicted_entropy_change(logits, dlogits),
             "logp": logp,
+            "logp_after": logp_after,
             "dz_sampled": dz,
         }
 

@@ -31,6 +31,7 @@ def write_run(run_dir, steps: int = 24, dynamics: bool = True, telemetry: bool =
             profile = h * np.array([1.2, 1.0, 0.8, np.nan if step == 2 else 0.6])
             row |= {f"entropy/position/{i}": v for i, v in enumerate(profile)}
             row |= {"entropy/p50": h, "entropy/forking_fraction": 0.2}
+            row |= {"dlogp/max": 0.1 + step / steps}
         logger.log(step, row)
     logger.close()
     return run_dir

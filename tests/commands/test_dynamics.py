@@ -42,6 +42,25 @@ def test_dynamics_table_against_numpy(synthetic_run):
     assert rows["law/ceiling_lower"] < rows["law/ceiling"] < rows["law/ceiling_upper"]
 
 
+def test_residual_rows_name_the_worst_step_and_its_log_prob_move(synthetic_run):
+    table = metrics_table(synthetic_run)
+    steps, pred, meas = paired(table, "dH/predicted", "dH/measured")
+    worst = int(steps[np.argmax((meas - pred) ** 2)])
+    row = table["step"] == worst
+    table["dH/measured"][row] += 0.05  # a step far off the first order, on the worst step
+    rows = dynamics_table(table)
+    squared = (table["dH/measured"] - table["dH/predicted"])[np.isin(table["step"], steps)] ** 2
+    assert rows["dH/residual/worst_step"] == worst
+    np.testing.assert_allclose(rows["dH/residual/worst_share"], squared.max() / squared.sum())
+    assert rows["dH/residual/worst_share"] > 0.99
+    _, moved = paired(table, "dlogp/max", "dH/predicted")[:2]
+    np.testing.assert_allclose(rows["dlogp/max/median"], np.median(moved))
+    np.testing.assert_allclose(rows["dlogp/max/at_worst"], 0.1 + worst / 24)
+    del table["dlogp/max"]  # a run that did not log it: the dH rows only
+    rows = dynamics_table(table)
+    assert "dH/residual/worst_step" in rows and "dlogp/max/median" not in rows
+
+
 def test_missing_metrics_are_omitted_rows(tmp_path):
     table = metrics_table(write_run(tmp_path, steps=6))
     for key in ("dH/logit_law", "dH/pred/zero", "dH/pred/forking", "dH/pred/non_forking"):

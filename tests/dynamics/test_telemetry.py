@@ -27,6 +27,7 @@ def _batch(seed=0):
         "dh": rng.normal(0.0, 1e-2, (B, N)).astype(np.float32),
         "law": rng.normal(0.0, 1e-2, (B, N)).astype(np.float32),
         "logp": np.log(rng.uniform(0.05, 1.0, (B, N))).astype(np.float32),
+        "logp_after": np.log(rng.uniform(0.05, 1.0, (B, N))).astype(np.float32),
         "dz_sampled": rng.normal(0.0, 1e-1, (B, N)).astype(np.float32),
         "advantages": np.array([1.0, -0.5, 0.0, 2.0, -1.0, 0.0], np.float32),
         "mask": mask,
@@ -64,6 +65,8 @@ def _numpy_metrics(b, prob_threshold, forking_quantile, forking_entropy, bins):
     out["entropy/forking_fraction"] = (h0[m] > forking_entropy).mean()
     cov = (logp - lp.mean()) * (a - a[m].mean())
     out["cov/positive_fraction"] = (cov[m] > 1e-6 * np.abs(cov[m]).mean()).mean()
+    moved = np.abs(b["logp_after"] - logp)[m]
+    out["dlogp/mean"], out["dlogp/max"] = moved.mean(), moved.max()
     for i in range(bins):
         cols = [t for t in range(N) if t * bins // N == i]
         values = h0[:, cols][m[:, cols]]

@@ -64,16 +64,22 @@ def test_grpo_seeds_table_gives_each_seed_and_the_mean(tmp_path):
     bandit = BanditConfig(arms=4, steps=10, seeds=2)
     config = Config(name="t", bandit=bandit, grpo=_grpo(name="g"), grpo_seeds=(3,))
     summary = run(config, tmp_path)
-    seeds = next(t for t in read_results(tmp_path / "results.json")["tables"] if t["id"] == "seeds")
+    tables = {t["id"]: t for t in read_results(tmp_path / "results.json")["tables"]}
+    seeds, residuals = tables["seeds"], tables["residuals"]
     assert [row[0] for row in seeds["rows"]] == [0, 3, "mean", "95% interval"]
+    assert [row[0] for row in residuals["rows"]] == [0, 3]
     column = seeds["header"].index("dH/predicted/corr")
     corr = []
-    for directory in ("grpo", "grpo_seed3"):
+    for i, directory in enumerate(("grpo", "grpo_seed3")):
         rows = [json.loads(line) for line in (tmp_path / directory / "metrics.jsonl").open()]
         rows = [r for r in rows if "dH/predicted" in r]
         assert len(rows) == 4
-        pred, meas = ([r[k] for r in rows] for k in ("dH/predicted", "dH/measured"))
+        pred, meas = (np.array([r[k] for r in rows]) for k in ("dH/predicted", "dH/measured"))
         corr.append(np.corrcoef(pred, meas)[0, 1])
+        worst = int(np.argmax((meas - pred) ** 2))  # the residuals table names that step
+        want = [rows[worst]["step"], rows[worst]["dlogp/max"]]
+        got = dict(zip(residuals["header"], residuals["rows"][i], strict=True))
+        assert [got["dH/residual/worst_step"], got["dlogp/max/at_worst"]] == pytest.approx(want)
     assert [seeds["rows"][i][column] for i in (0, 1)] == pytest.approx(corr, abs=1e-6)
     assert seeds["rows"][2][column] == pytest.approx(np.mean(corr), abs=1e-6)
     assert "GRPO corr >= 0.95 on every one of 2 seeds" in summary["targets"]

@@ -151,10 +151,13 @@ def test_probe_prediction_is_the_first_order_change_along_the_update():
     p1 = new.params
     mask = batch["response_mask"].astype(jnp.float32)
 
-    def entropy(params):
+    def forward(params):  # (log pi(y_t), H_t) [B, N]
         model = nnx.merge(graphdef, params, rest)
-        h = plan.update.forward(model, batch["prompt"], batch["prompt_mask"], batch["response"])[1]
-        return float(jnp.sum(h * mask) / jnp.sum(mask))
+        ids = (batch["prompt"], batch["prompt_mask"], batch["response"])
+        return plan.update.forward(model, *ids)[:2]
+
+    def entropy(params):
+        return float(jnp.sum(forward(params)[1] * mask) / jnp.sum(mask))
 
     shifted = lambda s: jax.tree.map(lambda a, b: a + s * (b - a), p0, p1)  # noqa: E731
     central = (entropy(shifted(1.0)) - entropy(shifted(-1.0))) / 2.0
@@ -162,6 +165,9 @@ def test_probe_prediction_is_the_first_order_change_along_the_update():
     assert abs(float(metrics["dH/predicted"])) > 1e-6
     np.testing.assert_allclose(metrics["dH/predicted"], central, rtol=1e-2)
     np.testing.assert_allclose(metrics["dH/measured"], measured, rtol=1e-3, atol=1e-7)
+    moved = np.abs(np.asarray(forward(p1)[0] - forward(p0)[0]))[np.asarray(mask) > 0]
+    np.testing.assert_allclose(metrics["dlogp/max"], moved.max(), rtol=1e-3)
+    np.testing.assert_allclose(metrics["dlogp/mean"], moved.mean(), rtol=1e-3)
     # the logit-space law with the actual first-order logit change is the same first order
     np.testing.assert_allclose(metrics["dH/logit_law"], metrics["dH/predicted"], rtol=1e-4)
     for groups in (ex_dynamics.QUADRANTS, ex_dynamics.FORKING):  # each partition sums to it
