@@ -65,7 +65,11 @@ def largest_differences(rows, params, base_rows, base_params) -> dict:
     import numpy as np
 
     def gap(x, y):  # NaN (e.g. a telemetry bin without tokens) must be NaN in both
-        return 0.0 if np.isnan(x) and np.isnan(y) else float(np.nan_to_num(abs(x - y), nan=np.inf))
+        if np.isnan(x) and np.isnan(y):
+            return 0.0
+        # relative above 1: float32 rounding scales with the value (dlogp/max, one token's
+        # log-prob change, is several nats here and carries its log-probs' rounding)
+        return float(np.nan_to_num(abs(x - y) / max(1.0, abs(y)), nan=np.inf))
 
     metric, worst = max(
         (gap(a[k], b[k]), f"step {b['step']} {k}")

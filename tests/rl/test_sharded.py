@@ -17,7 +17,7 @@ def test_meshes_and_two_processes_match_one_device(tmp_path):
     assert status == 0 and lines, output[-4000:]
     report = json.loads(lines[-1])
     assert report["steps"] == 3 and report["eval"] and report["probe"]
-    for shape in ("(8, 1, 1)", "(2, 4, 1)", "(4, 1, 2)"):
+    for shape in ("(8, 1, 1)", "(2, 4, 1)", "(4, 1, 2)"):  # metric_diff: relative above 1
         diffs = report[shape]
         assert diffs["keys_match"] and diffs["metric_diff"] <= TOL, diffs
         assert diffs["param_diff"] <= TOL, diffs
@@ -49,7 +49,8 @@ def test_meshes_and_two_processes_match_one_device(tmp_path):
     two = json.loads((tmp_path / "distributed.json").read_text())
     assert [r.keys() for r in two] == [r.keys() for r in one]
     for a, b in zip(two, one, strict=True):
-        np.testing.assert_allclose([a[k] for k in b], [b[k] for k in b], atol=TOL, rtol=0)
+        # metrics relative above 1, as mesh_check's gap (dlogp/max is several nats)
+        np.testing.assert_allclose([a[k] for k in b], [b[k] for k in b], atol=TOL, rtol=TOL)
     p_one, p_two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "distributed.npz")
     assert sorted(p_one.files) == sorted(p_two.files)
     for key in p_one.files:
