@@ -234,7 +234,8 @@ def _seeds(config: Config, run_dir: Path, first: dict) -> tuple[list[dict], list
     each seed's agreement and final reward with the mean and 95% bootstrap interval over all
     seeds, a table of each seed's worst step (``RESIDUAL_COLUMNS``), and the targets judged on
     every seed and on the mean."""
-    rows_of = {config.grpo.seed: {k.removeprefix("grpo_"): v for k, v in first.items()}}
+    grpo_rows = {k.removeprefix("grpo_"): v for k, v in first.items() if k.startswith("grpo_")}
+    rows_of = {config.grpo.seed: grpo_rows}
     for seed in config.grpo_seeds:
         sub = dataclasses.replace(config.grpo, seed=seed, name=f"{config.grpo.name}_seed{seed}")
         directory = run_dir / f"grpo_seed{seed}"
