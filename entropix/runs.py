@@ -369,6 +369,29 @@ def _cell(value) -> str:
     return str(value) if isinstance(value, int) else f"{value:.4g}"
 
 
+def merged_order(orders: Sequence[Sequence[str]]) -> list[str]:
+    """The union of several key orders that keeps each one's sequence: a key first seen in a
+    later order goes right after its predecessor there (so a run that logged more rows than the
+    first run gets them in place, not appended at the end).
+
+    Args:
+        orders: key lists, e.g. the rows of each run's :func:`dynamics_table`.
+
+    Returns:
+        Every key once; keys of the first order keep their order.
+    """
+    merged: list[str] = []
+    for order in orders:
+        after = -1  # insert position after the previous key of this order
+        for key in order:
+            if key in merged:
+                after = merged.index(key)
+            else:
+                after += 1
+                merged.insert(after, key)
+    return merged
+
+
 def dynamics_markdown(tables: dict[str, dict[str, float]]) -> str:
     """One Markdown table: a row per quantity, a column per run ('-' where not logged).
 
@@ -376,9 +399,10 @@ def dynamics_markdown(tables: dict[str, dict[str, float]]) -> str:
         tables: ``{run label: dynamics rows}`` (:func:`dynamics_table` of each run).
 
     Returns:
-        The table's lines joined by newlines (values to 4 significant digits, ints as is).
+        The table's lines joined by newlines (values to 4 significant digits, ints as is); the
+        rows follow each run's own order (:func:`merged_order`).
     """
-    names = list(dict.fromkeys(k for rows in tables.values() for k in rows))
+    names = merged_order([list(rows) for rows in tables.values()])
     lines = ["| quantity | " + " | ".join(tables) + " |", "|---" * (len(tables) + 1) + "|"]
     for name in names:
         cells = " | ".join(_cell(rows.get(name)) for rows in tables.values())

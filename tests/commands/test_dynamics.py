@@ -87,6 +87,15 @@ def test_command_prints_and_writes_per_sub_run(tmp_path, capsys):
     assert set(saved) == {"a", "b"} and saved["a"]["steps"] == 12
 
 
+def test_columns_with_different_rows_keep_each_runs_order(tmp_path, capsys):
+    write_run(tmp_path / "a", telemetry=False)  # no dlogp/max: no dlogp rows in column a
+    write_run(tmp_path / "b")
+    assert main(["dynamics", str(tmp_path)]) == 0
+    names = [line.split(" | ")[0][2:] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert names == list(dynamics_table(metrics_table(tmp_path / "b")))
+    assert names.index("dlogp/max/at_worst") < names.index("dH/logit_law/corr")
+
+
 def test_run_without_dynamics_is_a_one_line_error(tmp_path, capsys):
     write_run(tmp_path, dynamics=False)
     assert main(["dynamics", str(tmp_path)]) == 2
