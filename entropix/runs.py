@@ -264,6 +264,38 @@ def residual_summary(table: dict[str, np.ndarray]) -> dict[str, float]:
     return rows
 
 
+def small_step_summary(table: dict[str, np.ndarray], bound: float = 1.0) -> dict[str, float]:
+    """The agreement of dH/predicted with dH/measured on the steps that stayed first order:
+    those whose ``dlogp/max`` (the largest |log pi_new(y_t) - log pi_old(y_t)| over the step's
+    sampled tokens) is at most ``bound``. At 1 nat every sampled token's ratio pi_new / pi_old
+    stays within [1/e, e]; a step beyond it is where a Taylor series in the update need not
+    converge, so this separates "the first order is wrong" from "the step was not small".
+
+    Args:
+        table: a metrics table (:func:`metrics_table`).
+        bound: the dlogp/max bound in nats (> 0); default 1.
+
+    Returns:
+        ``{"dH/small_steps/bound", "dH/small_steps/steps" (int), "dH/small_steps/corr",
+        "dH/small_steps/median_rel_error"}``; {} when dlogp/max was not logged on a step with
+        both dH metrics.
+    """
+    if not bound > 0:
+        raise ValueError(f"the dlogp/max bound must be > 0 nats, got {bound}")
+    steps, predicted, measured = paired(table, "dH/predicted", "dH/measured")
+    moved = dict(zip(*series(table, "dlogp/max"), strict=True))  # step -> dlogp/max
+    if not any(t in moved for t in steps):
+        return {}
+    small = np.array([moved.get(t, np.inf) <= bound for t in steps], bool)
+    scores = agreement(predicted[small], measured[small])
+    return {
+        "dH/small_steps/bound": float(bound),
+        "dH/small_steps/steps": int(small.sum()),
+        "dH/small_steps/corr": scores["corr"],
+        "dH/small_steps/median_rel_error": scores["median_rel_error"],
+    }
+
+
 def partition_parts(
     table: dict[str, np.ndarray], keys: Sequence[str]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -332,17 +364,21 @@ def law_summary(table: dict[str, np.ndarray], z: float = 1.96) -> dict[str, floa
     return {"law/points": len(h)} | {f"law/{k}": float(v) for k, v in values.items()}
 
 
-def dynamics_table(table: dict[str, np.ndarray], z: float = 1.96) -> dict[str, float]:
+def dynamics_table(
+    table: dict[str, np.ndarray], z: float = 1.96, dlogp_bound: float = 1.0
+) -> dict[str, float]:
     """The dynamics rows of one run's metrics table (rows whose metrics were not logged are
     left out): 'steps' with both dH/predicted and dH/measured, ``agreement`` of dH/predicted
-    ('dH/predicted/<corr|r2_identity|r2_line|median_rel_error>'), ``residual_summary``, the
-    ``agreement`` of each of ``ESTIMATORS`` (corr, median_rel_error) with dH/measured,
-    ``partition_summary`` of each of ``PARTITIONS``, and ``law_summary``.
+    ('dH/predicted/<corr|r2_identity|r2_line|median_rel_error>'), ``residual_summary``,
+    ``small_step_summary``, the ``agreement`` of each of ``ESTIMATORS`` (corr,
+    median_rel_error) with dH/measured, ``partition_summary`` of each of ``PARTITIONS``, and
+    ``law_summary``.
 
     Args:
         table: a metrics table (:func:`metrics_table`); ``ValueError`` when no step logged
             both dH/predicted and dH/measured.
         z: as in :func:`law_summary`; default 1.96.
+        dlogp_bound: as ``bound`` in :func:`small_step_summary`; default 1 nat.
 
     Returns:
         ``{quantity: value}``, ``"steps"`` first, in the order above.
@@ -353,6 +389,7 @@ def dynamics_table(table: dict[str, np.ndarray], z: float = 1.96) -> dict[str, f
     rows = {"steps": len(predicted)}
     rows |= {f"dH/predicted/{k}": v for k, v in agreement(predicted, measured).items()}
     rows |= residual_summary(table)
+    rows |= small_step_summary(table, dlogp_bound)
     for key in ESTIMATORS:
         _, estimate, meas = paired(table, key, "dH/measured")
         if len(estimate):
@@ -411,7 +448,7 @@ def dynamics_markdown(tables: dict[str, dict[str, float]]) -> str:
 
 
 def dynamics_report(
-    run_dir: str | Path, z: float = 1.96
+    run_dir: str | Path, z: float = 1.96, dlogp_bound: float = 1.0
 ) -> tuple[str, dict[str, dict[str, float]]]:
     """The dynamics tables of a run and its sub-runs that logged dH (others skipped), written to
     ``RUN_DIR/dynamics_table.md`` and ``.json``; returns (Markdown, {label: rows}).
@@ -420,6 +457,7 @@ def dynamics_report(
         run_dir: a run directory or a directory of runs (:func:`find_runs`); ``ValueError``
             when none logged dH/predicted and dH/measured on the same step.
         z: as in :func:`law_summary`; default 1.96.
+        dlogp_bound: as ``bound`` in :func:`small_step_summary`; default 1 nat.
 
     Returns:
         ``(markdown, {label: rows})``: the :func:`dynamics_markdown` table and each run's
@@ -431,7 +469,7 @@ def dynamics_report(
     for label, path in find_runs(run_dir).items():
         table = metrics_table(path)
         if len(paired(table, "dH/predicted", "dH/measured")[0]):  # not e.g. the warm-up in sft/
-            tables[label] = dynamics_table(table, z)
+            tables[label] = dynamics_table(table, z, dlogp_bound)
     if not tables:
         raise ValueError(
             f"no run in {str(run_dir)!r} logged dH/predicted and dH/measured on the same step"

@@ -22,7 +22,9 @@ plots of ``entropix plot``. With ``grpo_seeds`` the GRPO run is repeated for eac
 bootstrap interval over seeds; the targets are then judged on every seed and on the mean. A
 ``residuals`` table gives each seed's step with the largest squared residual, its share of the
 total, and how far that step moved a sampled token's log-prob (``dlogp/max``) against the
-median step: where the first-order prediction misses, and whether the step was first order.
+median step: where the first-order prediction misses, and whether the step was first order;
+beside it the agreement on the steps whose ``dlogp/max`` stayed within 1 nat (how many, corr,
+median relative error). The targets themselves are judged on every step.
 """
 
 import contextlib
@@ -226,14 +228,18 @@ RESIDUAL_COLUMNS = (  # entropix.runs.residual_summary: the step the first order
     "dH/residual/worst_share",
     "dlogp/max/at_worst",
     "dlogp/max/median",
+    # entropix.runs.small_step_summary: the agreement on the steps with dlogp/max <= 1 nat
+    "dH/small_steps/steps",
+    "dH/small_steps/corr",
+    "dH/small_steps/median_rel_error",
 )
 
 
 def _seeds(config: Config, run_dir: Path, first: dict) -> tuple[list[dict], list]:
     """The GRPO run again for each of ``config.grpo_seeds`` (in ``grpo_seed<s>/``): a table of
     each seed's agreement and final reward with the mean and 95% bootstrap interval over all
-    seeds, a table of each seed's worst step (``RESIDUAL_COLUMNS``), and the targets judged on
-    every seed and on the mean."""
+    seeds, a table of each seed's worst step and small-step agreement (``RESIDUAL_COLUMNS``),
+    and the targets judged on every seed and on the mean."""
     grpo_rows = {k.removeprefix("grpo_"): v for k, v in first.items() if k.startswith("grpo_")}
     rows_of = {config.grpo.seed: grpo_rows}
     for seed in config.grpo_seeds:
@@ -262,7 +268,8 @@ def _seeds(config: Config, run_dir: Path, first: dict) -> tuple[list[dict], list
         results_table("seeds", title, ["seed", *columns], rows),
         results_table(
             "residuals",
-            "GRPO: the step with the largest squared residual (measured - predicted dH)",
+            "GRPO: the step with the largest squared residual (measured - predicted dH), and"
+            " the agreement on the steps whose dlogp/max is at most 1 nat",
             ["seed", *RESIDUAL_COLUMNS],
             residuals,
         ),

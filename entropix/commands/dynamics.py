@@ -16,6 +16,10 @@ did not log are left out. Over the logged steps t with both dH/predicted and dH/
   dlogp/max/median, /at_worst   the largest |change of a sampled token's log pi| of a step
                                 (dlogp/max): its median over the steps and at the worst step;
                                 O(1) nats means the step left the first-order regime
+  dH/small_steps/corr, ...       corr and median_rel_error of dH/predicted on the steps whose
+                                dlogp/max <= --dlogp-bound (default 1 nat: every sampled token's
+                                ratio pi_new / pi_old within [1/e, e]), their number (steps)
+                                and the bound: the agreement where the step stayed first order
   dH/logit_law/..., dH/sampled_cov/...
                                 corr and median_rel_error of the exact-vocabulary logit law
                                 -Cov(log pi, delta z) and of the sampled-token batch estimator
@@ -38,7 +42,8 @@ from entropix.runs import DYNAMICS_FILES, dynamics_report
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments to ``parser``.
 
-    They are the run directory and ``--z`` (ceiling interval half-width).
+    They are the run directory, ``--z`` (ceiling interval half-width) and ``--dlogp-bound``
+    (the dH/small_steps rows' bound on dlogp/max).
 
     Args:
         parser: the sub-command's parser (``entropix.cli.main`` builds it).
@@ -47,18 +52,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--z", type=float, default=1.96, help="ceiling interval half-width in standard errors"
     )
+    parser.add_argument(
+        "--dlogp-bound",
+        type=float,
+        default=1.0,
+        help="the dH/small_steps rows keep the steps whose dlogp/max is at most this (nats)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the run's dynamics table and write ``dynamics_table.md`` / ``.json`` into it.
 
     Args:
-        args: the parsed ``entropix dynamics`` arguments (``run_dir``, ``z``).
+        args: the parsed ``entropix dynamics`` arguments (``run_dir``, ``z``,
+            ``dlogp_bound``).
 
     Returns:
         The exit code: 0.
     """
-    markdown, _ = dynamics_report(args.run_dir, args.z)
+    markdown, _ = dynamics_report(args.run_dir, args.z, args.dlogp_bound)
     print(markdown)
     print(f"wrote {', '.join(DYNAMICS_FILES)} in {args.run_dir}", file=sys.stderr)
     return 0

@@ -61,6 +61,33 @@ def test_residual_rows_name_the_worst_step_and_its_log_prob_move(synthetic_run):
     assert "dH/residual/worst_step" in rows and "dlogp/max/median" not in rows
 
 
+def test_small_step_rows_keep_the_steps_inside_the_log_prob_bound(synthetic_run, capsys):
+    table = metrics_table(synthetic_run)
+    steps, pred, meas = paired(table, "dH/predicted", "dH/measured")
+    moved = 0.1 + steps / 24  # the synthetic run's dlogp/max
+    table["dH/measured"][table["step"] == 24] += 0.05  # a large miss on a step of 1.1 nats
+    meas[steps == 24] += 0.05
+    for bound in (0.6, 1.0, 5.0):
+        keep = moved <= bound
+        rows = dynamics_table(table, dlogp_bound=bound)
+        assert rows["dH/small_steps/bound"] == bound
+        assert rows["dH/small_steps/steps"] == keep.sum()
+        np.testing.assert_allclose(
+            rows["dH/small_steps/corr"], np.corrcoef(pred[keep], meas[keep])[0, 1]
+        )
+        rel = np.median(np.abs(pred[keep] - meas[keep]) / np.abs(meas[keep]))
+        np.testing.assert_allclose(rows["dH/small_steps/median_rel_error"], rel)
+    small = dynamics_table(table, dlogp_bound=1.0)["dH/small_steps/corr"]
+    assert small > 0.9 > rows["dH/predicted/corr"]  # the miss is outside the 1-nat bound
+    assert main(["dynamics", str(synthetic_run), "--dlogp-bound", "0.6"]) == 0
+    assert "| dH/small_steps/steps | 6 |" in capsys.readouterr().out
+    assert main(["dynamics", str(synthetic_run), "--dlogp-bound", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "entropix dynamics: error: the dlogp/max bound must be > 0 nats, got -1.0"
+    del table["dlogp/max"]
+    assert not any(k.startswith("dH/small_steps") for k in dynamics_table(table))
+
+
 def test_missing_metrics_are_omitted_rows(tmp_path):
     table = metrics_table(write_run(tmp_path, steps=6))
     for key in ("dH/logit_law", "dH/pred/zero", "dH/pred/forking", "dH/pred/non_forking"):

@@ -80,6 +80,8 @@ def test_grpo_seeds_table_gives_each_seed_and_the_mean(tmp_path):
         want = [rows[worst]["step"], rows[worst]["dlogp/max"]]
         got = dict(zip(residuals["header"], residuals["rows"][i], strict=True))
         assert [got["dH/residual/worst_step"], got["dlogp/max/at_worst"]] == pytest.approx(want)
+        small = [r["dlogp/max"] <= 1.0 for r in rows]  # the small-step columns' steps
+        assert got["dH/small_steps/steps"] == sum(small)
     assert [seeds["rows"][i][column] for i in (0, 1)] == pytest.approx(corr, abs=1e-6)
     assert seeds["rows"][2][column] == pytest.approx(np.mean(corr), abs=1e-6)
     assert "GRPO corr >= 0.95 on every one of 2 seeds" in summary["targets"]
