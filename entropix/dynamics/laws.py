@@ -51,15 +51,22 @@ class _Line(NamedTuple):
 
 
 def _least_squares(x, y, w) -> _Line:
-    """The line through (x, y) with weights w (0/1 selects points); slope 0 if x is constant."""
+    """The line through (x, y) with weights w (0/1 selects points); slope 0 if x is constant.
+
+    The sums are taken relative to the first selected point (x0, y0): equal values then give
+    exactly 0 deviations, so a constant x has Sxx = 0 (and a constant y a zero total) instead
+    of the float rounding of a mean that does not land on the value.
+    """
     n = jnp.sum(w)
-    xbar, ybar = jnp.sum(w * x) / n, jnp.sum(w * y) / n
-    xc, yc = x - xbar, y - ybar
-    sxx = jnp.sum(w * xc * xc)
-    slope = jnp.where(sxx > 0, jnp.sum(w * xc * yc) / jnp.where(sxx > 0, sxx, 1.0), 0.0)
-    intercept = ybar - slope * xbar
-    residual = jnp.sum(w * (y - (slope * x + intercept)) ** 2)
-    return _Line(slope, intercept, n, xbar, sxx, residual, jnp.sum(w * yc * yc))
+    first = jnp.argmax(w > 0)
+    dx, dy = w * (x - x[first]), w * (y - y[first])  # 0 off the selected points
+    dxbar, dybar = jnp.sum(dx) / n, jnp.sum(dy) / n
+    xc, yc = w * (dx - dxbar), w * (dy - dybar)
+    sxx = jnp.sum(xc * xc)
+    slope = jnp.where(sxx > 0, jnp.sum(xc * yc) / jnp.where(sxx > 0, sxx, 1.0), 0.0)
+    xbar, ybar = x[first] + dxbar, y[first] + dybar
+    residual = jnp.sum((yc - slope * xc) ** 2)
+    return _Line(slope, ybar - slope * xbar, n, xbar, sxx, residual, jnp.sum(yc * yc))
 
 
 def _law_points(entropy, reward, min_points: int = 0):

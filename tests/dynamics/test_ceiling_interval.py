@@ -49,6 +49,10 @@ def test_exact_line_has_zero_width_and_small_n_is_refused():
     c = ceiling_interval(h, r)
     np.testing.assert_allclose([c.ceiling, c.lower, c.upper], [0.5, 0.5, 0.5], atol=1e-5)
     assert float(ceiling_interval(jnp.ones(4), jnp.arange(4.0)).upper) == np.inf  # no slope
+    flat = ceiling_interval(jnp.full(6, 0.5), jnp.full(6, 0.3))  # exp(0.5)'s mean rounds off
+    assert [float(flat.ceiling), float(flat.upper)] == [pytest.approx(0.3), np.inf]
+    live = live_ceiling(jnp.array([0.5, 0.5, 0.5, 0.4, 0.3]), jnp.array([0.1, 0.2, 0.3, 0.4, 0.5]))
+    assert float(live.upper[2]) == np.inf and np.isfinite(live.upper[3:]).all()
     with pytest.raises(ValueError, match=r"needs >= 3 \(entropy, reward\) points; got 2"):
         ceiling_interval(jnp.ones(2), jnp.ones(2))
     with pytest.raises(ValueError, match="needs >= 3"):

@@ -30,6 +30,17 @@ def test_fit_is_jittable_and_checks_lengths():
         fit_entropy_performance(jnp.ones(3), jnp.ones(4))
 
 
+@pytest.mark.parametrize("n", [5, 6, 7, 9])
+def test_constant_entropy_or_reward_is_no_slope_whatever_the_rounding(n):
+    """exp(0.5) repeated n times does not average back to itself in float32 for most n: the
+    fit must still see a constant, not a slope made of rounding."""
+    rising = jnp.linspace(0.1, 0.5, n)
+    fit = fit_entropy_performance(jnp.full(n, 0.5), rising)
+    assert float(fit.a) == 0.0 and float(fit.b) == pytest.approx(float(rising.mean()))
+    fit = fit_entropy_performance(jnp.linspace(0.2, 1.0, n), jnp.full(n, 0.3))
+    assert float(fit.a) == 0.0 and float(fit.r2) == 1.0 and float(fit.ceiling) == pytest.approx(0.3)
+
+
 def test_local_slope_vs_numpy_polyfit():
     rng = np.random.default_rng(1)
     v = rng.normal(size=30).cumsum().astype(np.float32)
