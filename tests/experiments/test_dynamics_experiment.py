@@ -8,7 +8,14 @@ import pytest
 from entropix.plots import plot_run
 from entropix.results import read_results
 from entropix.runs import comparison_table as table
-from experiments.dynamics import BanditConfig, Config, run, run_bandit, run_bandit_seeds
+from experiments.dynamics import (
+    BanditConfig,
+    Config,
+    run,
+    run_bandit,
+    run_bandit_seeds,
+    seed_targets,
+)
 
 
 def test_vmapped_seeds_equal_python_loop():
@@ -91,3 +98,15 @@ def test_grpo_seeds_refuse_the_first_seed_again(tmp_path):
     config = Config(name="t", bandit=BanditConfig(arms=4, steps=5, seeds=1), grpo=_grpo(seed=2))
     with pytest.raises(ValueError, match=r"grpo_seeds: \[2\] repeats a seed"):
         run(dataclasses.replace(config, grpo_seeds=(2,)), tmp_path)
+
+
+def test_seed_targets_fail_on_a_nan_seed_wherever_it_is():
+    for corr in ([0.97, np.nan], [np.nan, 0.97]):
+        met = {text: ok for text, _, ok in seed_targets(corr, [0.1, 0.1])}
+        assert met == {
+            "GRPO corr >= 0.95 on every one of 2 seeds": False,
+            "GRPO corr >= 0.95, mean over 2 seeds": False,
+            "GRPO median rel error <= 0.2 on every one of 2 seeds": True,
+        }
+    checks = seed_targets([0.97, 0.96], [0.1, 0.25])
+    assert [(value, ok) for _, value, ok in checks] == [(0.96, True), (0.965, True), (0.25, False)]
