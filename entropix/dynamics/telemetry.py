@@ -21,17 +21,21 @@ its first-order logit change ``dz_sampled``, and the advantages.
   (``pos_high``, ``pos_low``, ``neg_high``, ``neg_low``; high: pi(y_t) >= ``prob_threshold``;
   ``zero``: A_t = 0), as in "Rethinking Entropy Interventions in RLVR" and "On the Entropy
   Dynamics in Reinforcement Fine-Tuning" (a likely token reinforced, or an unlikely one
-  penalised, sharpens the policy); and ``forking`` / ``non_forking``: tokens at or above the
+  penalised, sharpens the policy); and ``forking`` / ``non_forking``: tokens strictly above the
   ``forking_quantile`` of the batch's token entropies (the top-20% "forking" tokens of "Beyond
-  the 80/20 Rule", Wang et al. 2025) and the rest.
+  the 80/20 Rule", Wang et al. 2025; ties at the cutoff are non-forking, so the group never
+  exceeds the top 1 - quantile even when many tokens share one entropy, e.g. 0 nats in a
+  collapsed policy) and the rest.
 * ``entropy/p10``, ``entropy/p50``, ``entropy/p90`` (quantiles of h0 over the valid tokens,
   numpy's linear interpolation), ``entropy/pos_adv`` / ``entropy/neg_adv`` (mean h0 of tokens
   with A_t > 0 / A_t < 0; NaN when there are none), ``entropy/forking_fraction`` (share of tokens
   with h0 > ``forking_entropy`` nats; 0.672 is the 80th percentile the 80/20 paper reports),
   ``cov/positive_fraction`` (share of tokens whose centred covariance term (log pi(y_t) - mean)
-  (A_t - mean A) is positive, above ``POSITIVE_FLOOR`` x its mean magnitude so that the term of
-  a zero-advantage token, -mean A (~1e-9 of rounding) x ..., does not count by its sign: the
-  paper finds the terms mostly positive, which is why entropy falls),
+  (A_t - mean A), means over the batch's valid tokens, is positive: the paper finds the terms
+  mostly positive, which is why entropy falls. A term counts above ``POSITIVE_FLOOR`` x the mean
+  |term|, so a term that is zero up to rounding does not count by the sign of its rounding:
+  a zero-advantage token's term is -mean A x (...), which is rounding when the token mean of A
+  is 0 (responses of equal length under group normalisation) and a real term otherwise),
   and ``entropy/position/<i>``: mean h0 over ``position_bins`` equal bins of response position
   (bin i holds positions t with floor(t * bins / N) = i; NaN for a bin without valid tokens).
 * ``dlogp/mean`` and ``dlogp/max``: the mean and the largest |log pi_{theta + delta}(y_t) -
@@ -79,8 +83,9 @@ def token_groups(
         entropy: floating [batch, time] token entropies (the forking split's key).
         mask: float [batch, time], > 0 = valid token.
         prob_threshold: a token is ``high`` when pi(y_t) >= this; default 0.5.
-        forking_quantile: tokens with entropy at or above this quantile of the valid tokens'
-            are ``forking``; default 0.8 (the top 20% of "Beyond the 80/20 Rule").
+        forking_quantile: tokens with entropy strictly above this quantile of the valid
+            tokens' are ``forking`` (ties at the cutoff are not); default 0.8 (the top 20% of
+            "Beyond the 80/20 Rule").
 
     Returns:
         dict of bool [batch, time] masks keyed by :data:`QUADRANTS` and :data:`FORKING`.
@@ -94,7 +99,7 @@ def token_groups(
         "neg_low": valid & (advantages < 0) & ~high,
         "zero": valid & (advantages == 0),
     }
-    forking = valid & (entropy >= _quantiles(entropy, valid, forking_quantile))
+    forking = valid & (entropy > _quantiles(entropy, valid, forking_quantile))
     groups.update(forking=forking, non_forking=valid & ~forking)
     return groups
 

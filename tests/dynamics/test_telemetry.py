@@ -11,6 +11,7 @@ from entropix.dynamics import (
     dynamics_metrics,
     pg_logit_update,
     predicted_entropy_change,
+    token_groups,
 )
 
 B, N = 6, 10
@@ -54,8 +55,8 @@ def _numpy_metrics(b, prob_threshold, forking_quantile, forking_entropy, bins):
         "neg_high": (a < 0) & (prob >= prob_threshold),
         "neg_low": (a < 0) & (prob < prob_threshold),
         "zero": a == 0,
-        "forking": h0 >= cut,
-        "non_forking": h0 < cut,
+        "forking": h0 > cut,
+        "non_forking": h0 <= cut,
     }
     for name, g in groups.items():
         out[f"dH/pred/{name}"] = dh[m & g].sum() / n
@@ -94,6 +95,20 @@ def test_group_parts_sum_to_the_prediction_and_empty_bins_are_nan():
     assert np.isfinite(got["entropy/position/0"]) and np.isnan(got["entropy/position/1"])
     b["advantages"] = np.abs(b["advantages"])  # no negative advantage
     assert np.isnan(dynamics_metrics(**b)["entropy/neg_adv"])
+
+
+def test_forking_tokens_never_exceed_the_top_fraction_under_ties():
+    """90% of the tokens at exactly 0 nats (a collapsed policy): the 0.8 quantile is 0, and only
+    the tokens above it are forking; with every entropy equal no token is."""
+    b = _batch(2)
+    mask, advantages, prob = b["mask"] > 0, b["advantages"][:, None], np.exp(b["logp"])
+    h0 = np.zeros(mask.shape, np.float32)
+    h0[np.nonzero(mask)[0][:2], np.nonzero(mask)[1][:2]] = (1.0, 1.5)  # 2 of 23 tokens above 0
+    groups = token_groups(advantages, prob, h0, b["mask"], 0.5, 0.8)
+    np.testing.assert_array_equal(groups["forking"], mask & (h0 > 0))
+    assert 0 < groups["forking"][mask].mean() < 0.2
+    flat = token_groups(advantages, prob, 0.7 * b["mask"], b["mask"])
+    assert not flat["forking"].any() and (flat["non_forking"] == mask).all()
 
 
 def _entropy(z):
