@@ -36,8 +36,9 @@ its first-order logit change ``dz_sampled``, and the advantages.
   |term|, so a term that is zero up to rounding does not count by the sign of its rounding:
   a zero-advantage token's term is -mean A x (...), which is rounding when the token mean of A
   is 0 (responses of equal length under group normalisation) and a real term otherwise),
-  and ``entropy/position/<i>``: mean h0 over ``position_bins`` equal bins of response position
-  (bin i holds positions t with floor(t * bins / N) = i; NaN for a bin without valid tokens).
+  and ``entropy/position/<i>``: mean h0 over ``position_bins`` contiguous bins of response position
+  (bin i holds positions t with floor(t * bins / N) = i, so bin sizes differ by at most one
+  when bins does not divide N; NaN for a bin without valid tokens).
 * ``dlogp/mean`` and ``dlogp/max``: the mean and the largest |log pi_{theta + delta}(y_t) -
   log pi_theta(y_t)| over the valid tokens, the step's size in policy space on the sampled
   tokens (the log of PPO's ratio after the update). ``dH/predicted`` is the first term of a
@@ -105,7 +106,7 @@ def token_groups(
 
 
 def position_means(entropy: jax.Array, mask: jax.Array, bins: int) -> jax.Array:
-    """Mean entropy ``[bins]`` over equal bins of response position (NaN for an empty bin).
+    """Mean entropy ``[bins]`` over contiguous bins of response position (NaN for an empty bin).
 
     Bin i holds the positions t with floor(t * bins / N) = i.
 

@@ -221,8 +221,11 @@ def _check_dynamics(config: RLConfig) -> None:
         ),
         (d.forking_entropy >= 0, f"dynamics.forking_entropy must be >= 0; got {d.forking_entropy}"),
         (d.position_bins >= 1, f"dynamics.position_bins must be >= 1; got {d.position_bins}"),
+        (d.row_stride >= 1, f"dynamics.row_stride must be >= 1 (1: every row); got {d.row_stride}"),
         (
-            d.row_stride >= 1 and rows % (d.row_stride * config.update.micro_batches) == 0,
+            d.row_stride < 1  # refused above
+            or not d.every  # nothing is probed
+            or rows % (d.row_stride * config.update.micro_batches) == 0,
             f"dynamics.row_stride={d.row_stride}: the {rows} rows of a batch must split into "
             f"row_stride x update.micro_batches = "
             f"{d.row_stride * config.update.micro_batches} equal parts",

@@ -358,7 +358,10 @@ class Update:
     def _probe_tokens(self, graphdef, rest, p0, p1, delta, part):
         """Per-token values of one row chunk for :func:`entropix.dynamics.dynamics_metrics`:
         one JVP of the full-logit forward at theta along delta (entropies, logits and their
-        first-order changes) and one forward at theta + delta (entropies and sampled log-probs)."""
+        first-order changes) and one forward at theta + delta (entropies and sampled log-probs).
+        Both use the non-parameter state of theta (``rest``, e.g. sigmaReparam's power-iteration
+        vectors), so dH/measured is the change the parameter update alone made, the change
+        <grad_theta H, delta theta> predicts."""
         full = dataclasses.replace(self.forward, full_logits=True)
         ids = (part["prompt"], part["prompt_mask"], part["response"])
 

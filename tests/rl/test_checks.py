@@ -41,6 +41,15 @@ CASES = {
         ["train.eval_prompts=0"],
         "train.eval_every=20 evaluates on train.eval_prompts=0 problems",
     ),
+    "a zero dynamics row stride": (
+        ["dynamics.row_stride=0"],
+        "dynamics.row_stride must be >= 1 (1: every row); got 0",
+    ),
+    "a dynamics row stride that does not split the batch": (
+        ["dynamics.row_stride=3"],
+        "dynamics.row_stride=3: the 128 rows of a batch must split into row_stride x "
+        "update.micro_batches = 3 equal parts",
+    ),
     "a zero sampling temperature": (
         ["rollout.temperature=0"],
         "rollout.temperature must be > 0; got 0",
@@ -57,3 +66,14 @@ def test_bad_config_is_one_line_before_any_training(case, tmp_path, capsys):
     assert status == 2 and err.startswith("entropix run: error:"), err
     assert "\n" not in err and message in err, err
     assert not run_dir.exists()  # not even config.yaml: a fixed rerun starts fresh
+
+
+def test_a_row_stride_is_not_checked_against_the_batch_when_nothing_is_probed():
+    from entropix import config as cfg
+    from entropix.rl import RLConfig
+    from entropix.rl.trainer import _check_dynamics
+
+    config = cfg.load(CONFIG, ["dynamics.every=0", "dynamics.row_stride=3"], {"grpo": RLConfig})
+    _check_dynamics(config)  # every=0: the stride is never used
+    with pytest.raises(ValueError, match="must split into"):
+        _check_dynamics(cfg.load(CONFIG, ["dynamics.row_stride=3"], {"grpo": RLConfig}))
