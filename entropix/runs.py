@@ -103,7 +103,7 @@ def summarize(run_dir: str | Path, last: int = 5, fraction: float = 0.5, window:
     Args:
         run_dir: a run directory holding ``metrics.jsonl``.
         last: the final values are the means of the last ``last`` logged values; default 5.
-        fraction: the entropy has collapsed at the first step where it is at most
+        fraction: the entropy has collapsed at the first step from which it stays below
             ``fraction`` of H0 (``entropix.dynamics.collapse_step``); default 0.5.
         window: logged entropies averaged into H0; default 5.
 
