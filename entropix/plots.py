@@ -13,7 +13,8 @@ of a sweep) and writes under ``RUN_DIR/plots/``, each when the run logged its me
   steps, for the advantage-sign x probability quadrants (``dH/pred/pos_high`` ...) and the
   forking / non-forking split;
 - ``entropy_position.png``: mean token entropy by response-position bin
-  (``entropy/position/<i>``) at a few evenly spaced logged steps, coloured by step;
+  (``entropy/position/<i>``; positions as a fraction of the maximum response length, not of
+  each response's own) at a few evenly spaced logged steps, coloured by step;
 - ``entropy_law.png``: reward vs entropy with the fit R = -a exp(H) + b, and the ceiling b - a
   fitted on the first k steps (with its 95% interval) over steps.
 """
@@ -184,7 +185,7 @@ def _entropy_position(plt, runs):
         centres = (np.arange(bins) + 0.5) / bins
         for i, colour in zip(picks, colours, strict=True):
             ax.plot(centres, values[i], "o-", ms=3, color=colour, label=f"step {int(steps[i])}")
-        ax.set_xlabel("position in response (fraction, bin centre)")
+        ax.set_xlabel("position / max response length (bin centre)")
         ax.set_ylabel("mean token entropy")
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
