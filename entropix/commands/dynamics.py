@@ -16,7 +16,7 @@ did not log are left out. Over the logged steps t with both dH/predicted and dH/
   dlogp/max/median, /at_worst   the largest |change of a sampled token's log pi| of a step
                                 (dlogp/max): its median over the steps and at the worst step;
                                 O(1) nats means the step left the first-order regime
-  dH/small_steps/corr, ...       corr and median_rel_error of dH/predicted on the steps whose
+  dH/small_steps/corr, ...      corr and median_rel_error of dH/predicted on the steps whose
                                 dlogp/max <= --dlogp-bound (default 1 nat: every sampled token's
                                 ratio pi_new / pi_old within [1/e, e]), their number (steps)
                                 and the bound: the agreement where the step stayed first order
