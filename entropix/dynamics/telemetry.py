@@ -21,11 +21,12 @@ its first-order logit change ``dz_sampled``, and the advantages.
   (``pos_high``, ``pos_low``, ``neg_high``, ``neg_low``; high: pi(y_t) >= ``prob_threshold``;
   ``zero``: A_t = 0), as in "Rethinking Entropy Interventions in RLVR" and "On the Entropy
   Dynamics in Reinforcement Fine-Tuning" (a likely token reinforced, or an unlikely one
-  penalised, sharpens the policy); and ``forking`` / ``non_forking``: tokens strictly above the
+  penalised, sharpens the policy); and ``forking`` / ``non_forking``: tokens at or above the
   ``forking_quantile`` of the batch's token entropies (the top-20% "forking" tokens of "Beyond
-  the 80/20 Rule", Wang et al. 2025; ties at the cutoff are non-forking, so the group never
-  exceeds the top 1 - quantile even when many tokens share one entropy, e.g. 0 nats in a
-  collapsed policy) and the rest.
+  the 80/20 Rule", Wang et al. 2025), except those at the batch's lowest entropy: when most
+  tokens share it (e.g. 0 nats in a collapsed policy) the quantile is that value, and only the
+  tokens above it fork. Ties at a higher cutoff stay in (the responses of one prompt share
+  their first token's entropy), so the split does not hinge on the rounding of equal values.
 * ``entropy/p10``, ``entropy/p50``, ``entropy/p90`` (quantiles of h0 over the valid tokens,
   numpy's linear interpolation), ``entropy/pos_adv`` / ``entropy/neg_adv`` (mean h0 of tokens
   with A_t > 0 / A_t < 0; NaN when there are none), ``entropy/forking_fraction`` (share of tokens
@@ -84,9 +85,9 @@ def token_groups(
         entropy: floating [batch, time] token entropies (the forking split's key).
         mask: float [batch, time], > 0 = valid token.
         prob_threshold: a token is ``high`` when pi(y_t) >= this; default 0.5.
-        forking_quantile: tokens with entropy strictly above this quantile of the valid
-            tokens' are ``forking`` (ties at the cutoff are not); default 0.8 (the top 20% of
-            "Beyond the 80/20 Rule").
+        forking_quantile: tokens with entropy at or above this quantile of the valid tokens'
+            are ``forking``, except those at the lowest valid entropy; default 0.8 (the top
+            20% of "Beyond the 80/20 Rule").
 
     Returns:
         dict of bool [batch, time] masks keyed by :data:`QUADRANTS` and :data:`FORKING`.
@@ -100,7 +101,8 @@ def token_groups(
         "neg_low": valid & (advantages < 0) & ~high,
         "zero": valid & (advantages == 0),
     }
-    forking = valid & (entropy > _quantiles(entropy, valid, forking_quantile))
+    lowest = jnp.min(jnp.where(valid, entropy, jnp.inf))
+    forking = valid & (entropy >= _quantiles(entropy, valid, forking_quantile)) & (entropy > lowest)
     groups.update(forking=forking, non_forking=valid & ~forking)
     return groups
 

@@ -55,8 +55,8 @@ def _numpy_metrics(b, prob_threshold, forking_quantile, forking_entropy, bins):
         "neg_high": (a < 0) & (prob >= prob_threshold),
         "neg_low": (a < 0) & (prob < prob_threshold),
         "zero": a == 0,
-        "forking": h0 > cut,
-        "non_forking": h0 <= cut,
+        "forking": (h0 >= cut) & (h0 > h0[m].min()),
+        "non_forking": (h0 < cut) | (h0 == h0[m].min()),
     }
     for name, g in groups.items():
         out[f"dH/pred/{name}"] = dh[m & g].sum() / n
@@ -97,9 +97,10 @@ def test_group_parts_sum_to_the_prediction_and_empty_bins_are_nan():
     assert np.isnan(dynamics_metrics(**b)["entropy/neg_adv"])
 
 
-def test_forking_tokens_never_exceed_the_top_fraction_under_ties():
+def test_forking_tokens_under_ties():
     """90% of the tokens at exactly 0 nats (a collapsed policy): the 0.8 quantile is 0, and only
-    the tokens above it are forking; with every entropy equal no token is."""
+    the tokens above it are forking; with every entropy equal no token is; tokens tied at a
+    cutoff above the lowest entropy (one prompt's responses share a first token) all are."""
     b = _batch(2)
     mask, advantages, prob = b["mask"] > 0, b["advantages"][:, None], np.exp(b["logp"])
     h0 = np.zeros(mask.shape, np.float32)
@@ -109,6 +110,12 @@ def test_forking_tokens_never_exceed_the_top_fraction_under_ties():
     assert 0 < groups["forking"][mask].mean() < 0.2
     flat = token_groups(advantages, prob, 0.7 * b["mask"], b["mask"])
     assert not flat["forking"].any() and (flat["non_forking"] == mask).all()
+    tied = np.where(mask, np.arange(B * N, dtype=np.float32).reshape(B, N) / (B * N), 0.0)
+    low = np.sort(tied[mask])[int(0.8 * (mask.sum() - 1))]  # the order statistic below q 0.8
+    tied[mask & (tied >= low)] = 2.0  # the top tokens share one entropy: the quantile is it
+    assert np.quantile(tied[mask], 0.8) == 2.0
+    groups = token_groups(advantages, prob, tied, b["mask"])
+    np.testing.assert_array_equal(groups["forking"], mask & (tied == 2.0))
 
 
 def _entropy(z):
