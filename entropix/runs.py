@@ -232,6 +232,11 @@ def agreement(estimate: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     }
 
 
+def _moved_by_step(table: dict[str, np.ndarray]) -> dict[float, float]:
+    """{step: dlogp/max} over the steps that logged it."""
+    return dict(zip(*series(table, "dlogp/max"), strict=True))
+
+
 def residual_summary(table: dict[str, np.ndarray]) -> dict[str, float]:
     """Where the first-order prediction misses: the logged step with the largest squared
     residual r_t = dH/measured - dH/predicted, its share of sum_t r_t^2, and how far that step
@@ -256,7 +261,7 @@ def residual_summary(table: dict[str, np.ndarray]) -> dict[str, float]:
         "dH/residual/worst_step": int(steps[worst]),
         "dH/residual/worst_share": float(squared[worst] / np.sum(squared)),
     }
-    moved = dict(zip(*series(table, "dlogp/max"), strict=True))  # step -> dlogp/max
+    moved = _moved_by_step(table)
     on_steps = [moved[t] for t in steps if t in moved]
     if on_steps:
         rows["dlogp/max/median"] = float(np.median(on_steps))
@@ -283,7 +288,7 @@ def small_step_summary(table: dict[str, np.ndarray], bound: float = 1.0) -> dict
     if not bound > 0:
         raise ValueError(f"the dlogp/max bound must be > 0 nats, got {bound}")
     steps, predicted, measured = paired(table, "dH/predicted", "dH/measured")
-    moved = dict(zip(*series(table, "dlogp/max"), strict=True))  # step -> dlogp/max
+    moved = _moved_by_step(table)
     if not any(t in moved for t in steps):
         return {}
     small = np.array([moved.get(t, np.inf) <= bound for t in steps], bool)
