@@ -160,7 +160,8 @@ def comparison_table(
 # --- entropy dynamics of a run: how well each estimator predicted dH, and where dH came from ---
 
 DYNAMICS_FILES = ("dynamics_table.md", "dynamics_table.json")
-ESTIMATORS = ("dH/logit_law", "dH/sampled_cov")  # compared with dH/measured like dH/predicted
+# compared with dH/measured like dH/predicted (dH/second_order: where the probe logged it)
+ESTIMATORS = ("dH/logit_law", "dH/sampled_cov", "dH/second_order")
 PARTITIONS = {  # token groups whose parts of dH/predicted sum to it
     "quadrants": tuple(
         f"dH/pred/{g}" for g in ("pos_high", "pos_low", "neg_high", "neg_low", "zero")

@@ -24,7 +24,10 @@ bootstrap interval over seeds; the targets are then judged on every seed and on 
 total, and how far that step moved a sampled token's log-prob (``dlogp/max``) against the
 median step: where the first-order prediction misses, and whether the step was first order;
 beside it the agreement on the steps whose ``dlogp/max`` stayed within 1 nat (how many, corr,
-median relative error). The targets themselves are judged on every step.
+median relative error), and, where the run logged it (``dynamics.second_order``), the
+agreement of the Taylor series to second order along the update (``dH/second_order``): what
+the first order misses through the curvature of H along delta. The targets themselves are
+judged on the first order on every step.
 """
 
 import contextlib
@@ -232,6 +235,9 @@ RESIDUAL_COLUMNS = (  # entropix.runs.residual_summary: the step the first order
     "dH/small_steps/steps",
     "dH/small_steps/corr",
     "dH/small_steps/median_rel_error",
+    # the Taylor series to second order along the update (dynamics.second_order), on every step
+    "dH/second_order/corr",
+    "dH/second_order/median_rel_error",
 )
 
 
@@ -263,7 +269,8 @@ def seed_targets(corr: list[float], rel: list[float]) -> list[tuple[str, float, 
 def _seeds(config: Config, run_dir: Path, first: dict) -> tuple[list[dict], list]:
     """The GRPO run again for each of ``config.grpo_seeds`` (in ``grpo_seed<s>/``): a table of
     each seed's agreement and final reward with the mean and 95% bootstrap interval over all
-    seeds, a table of each seed's worst step and small-step agreement (``RESIDUAL_COLUMNS``),
+    seeds, a table of each seed's worst step, small-step and second-order agreement
+    (``RESIDUAL_COLUMNS``),
     and the targets judged on every seed and on the mean."""
     grpo_rows = {k.removeprefix("grpo_"): v for k, v in first.items() if k.startswith("grpo_")}
     rows_of = {config.grpo.seed: grpo_rows}
@@ -290,8 +297,9 @@ def _seeds(config: Config, run_dir: Path, first: dict) -> tuple[list[dict], list
         results_table("seeds", title, ["seed", *columns], rows),
         results_table(
             "residuals",
-            "GRPO: the step with the largest squared residual (measured - predicted dH), and"
-            " the agreement on the steps whose dlogp/max is at most 1 nat",
+            "GRPO: the step with the largest squared residual (measured - predicted dH), the"
+            " agreement on the steps whose dlogp/max is at most 1 nat, and the agreement of"
+            " the second-order prediction (where logged)",
             ["seed", *RESIDUAL_COLUMNS],
             residuals,
         ),

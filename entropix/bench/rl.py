@@ -37,7 +37,9 @@ Figures per model:
   dynamics over one that does not (steps that do not log run the unprobed compilation); probe
   seconds = the median over timing rounds of probed update - update within a round (both see
   the same load); ``time_logged/unlogged_stride<s>`` the same with ``dynamics.row_stride`` s
-  (the probe on every s-th row of the batch only), for each stride of ``DYNAMICS_STRIDES``.
+  (the probe on every s-th row of the batch only), for each stride of ``DYNAMICS_STRIDES``,
+  and ``time_logged/unlogged_second_order`` with ``dynamics.second_order`` on every row (the
+  JVP of the JVP in place of the JVP: the second-order term of the entropy change).
 
 Targets: SmolLM2 step MFU >= 0.5 on CPU; a ``small`` step that logs dynamics with
 ``row_stride`` 16 (8 of its 128 rows) costs <= 1.15x one that does not.
@@ -163,16 +165,18 @@ def _case(name: str, sections: dict, repeats: int, peak_call, peak_flops) -> dic
     )
     state = create(None if plan.policy.init_params is None else plan.policy.init_params())
     strides = DYNAMICS_STRIDES[name]
-    train_step, *strided_steps = (
+    probes = {  # the probe's settings of each variant after the all-rows first-order one
+        **{f"stride{s}": {"row_stride": s} for s in strides},
+        "second_order": {"second_order": True},
+    }
+    train_step, *variant_steps = (
         make_train_step(
             plan.update.loss,
             prepare_fn=plan.update.prepare,
             weight_fn=plan.update.weight,
-            probe_fn=plan.update.with_dynamics(
-                dataclasses.replace(config.dynamics, row_stride=stride)
-            ).probe,
+            probe_fn=plan.update.with_dynamics(dataclasses.replace(config.dynamics, **c)).probe,
         )
-        for stride in (1, *strides)
+        for c in ({}, *probes.values())
     )
     rollouts, layout = plan.rollouts, plan.policy.layout
     rows = config.rollout.prompts * config.rollout.group_size
@@ -195,8 +199,8 @@ def _case(name: str, sections: dict, repeats: int, peak_call, peak_flops) -> dic
 
     (t_peak_alone,) = time_calls([peak_call], repeats)
     calls = [peak_call, generate, rollout, update, lambda: update(probe=True)]
-    calls += [lambda step=step: update(probe=True, step=step) for step in strided_steps]
-    t_peak, t_gen, t_data, t_update, t_probed, *t_strided = time_calls(calls, repeats)
+    calls += [lambda step=step: update(probe=True, step=step) for step in variant_steps]
+    t_peak, t_gen, t_data, t_update, t_probed, *t_variants = time_calls(calls, repeats)
     decode_steps = int(np.max(np.asarray(jax.device_get(batch["response_mask"])).sum(axis=1)))
     flops = step_flops(
         plan.policy.config, rows, layout.prompt_len, layout.new_tokens, decode_steps, 1
@@ -238,10 +242,10 @@ def _case(name: str, sections: dict, repeats: int, peak_call, peak_flops) -> dic
     values["probed_update"] = t_probed.as_dict()
     values["probe_s"] = paired_difference(t_probed, t_update)
     logged = {"time_logged/unlogged": (step_s + values["probe_s"]) / step_s}
-    for stride, timing in zip(strides, t_strided, strict=True):
-        values[f"probed_update_stride{stride}"] = timing.as_dict()
-        values[f"probe_stride{stride}_s"] = probe_s = paired_difference(timing, t_update)
-        logged[f"time_logged/unlogged_stride{stride}"] = (step_s + probe_s) / step_s
+    for variant, timing in zip(probes, t_variants, strict=True):
+        values[f"probed_update_{variant}"] = timing.as_dict()
+        values[f"probe_{variant}_s"] = probe_s = paired_difference(timing, t_update)
+        logged[f"time_logged/unlogged_{variant}"] = (step_s + probe_s) / step_s
     values["dynamics_row_strides"] = list(strides)
     case, stride = DYNAMICS_TARGET
     if name == case:

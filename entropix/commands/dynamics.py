@@ -20,9 +20,11 @@ did not log are left out. Over the logged steps t with both dH/predicted and dH/
                                 dlogp/max <= --dlogp-bound (default 1 nat: every sampled token's
                                 ratio pi_new / pi_old within [1/e, e]), their number (steps)
                                 and the bound: the agreement where the step stayed first order
-  dH/logit_law/..., dH/sampled_cov/...
+  dH/logit_law/..., dH/sampled_cov/..., dH/second_order/...
                                 corr and median_rel_error of the exact-vocabulary logit law
-                                -Cov(log pi, delta z) and of the sampled-token batch estimator
+                                -Cov(log pi, delta z), of the sampled-token batch estimator and
+                                (with dynamics.second_order) of the Taylor series to second
+                                order along the update: what of the miss is curvature
   dH/pred/<group>/mean          mean per-step part of dH/predicted from a token group
   dH/pred/<group>/share         sum_t |g_t| / sum_t sum_g' |g'_t| over the group's partition:
                                 quadrants pos_high, pos_low, neg_high, neg_low (advantage sign

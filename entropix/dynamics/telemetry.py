@@ -46,6 +46,11 @@ its first-order logit change ``dz_sampled``, and the advantages.
   Taylor series in the logit change; a step that moves a token's log-prob by O(1) nats (a
   ratio of e or more) has left the range where that term is the change, and there
   ``dH/measured`` departs from it.
+* ``dH/second_order`` (when ``d2h`` is given: d2h_t = d^2/de^2 H_t(theta + e delta) at e = 0,
+  from a JVP of the JVP) = sum_t (dh_t + d2h_t / 2) / n, the Taylor series along the update to
+  second order. Where it meets ``dH/measured`` and ``dH/predicted`` does not, the first
+  order's miss is the curvature of H along delta (a step too large for the first order), not a
+  wrong first-order term.
 """
 
 import jax
@@ -144,6 +149,7 @@ def dynamics_metrics(
     forking_quantile: float = 0.8,
     forking_entropy: float = 0.672,
     position_bins: int = 8,
+    d2h: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """The measured and predicted entropy change, its token-group parts and the entropy
     telemetry of one update (see the module docstring for every formula and paper).
@@ -163,6 +169,8 @@ def dynamics_metrics(
         forking_entropy: entropy in nats above which a token counts in
             ``entropy/forking_fraction``; default 0.672 (the 80/20 paper's 80th percentile).
         position_bins: number of ``entropy/position/<i>`` bins; default 8.
+        d2h: optional floating [batch, time] second derivative of each token's entropy along
+            the update; given, ``dH/second_order`` is added.
 
     Returns:
         dict of float32 scalars keyed by the metric names of the module docstring.
@@ -179,6 +187,8 @@ def dynamics_metrics(
         "dH/logit_law": masked_mean(law, mask),
         "dH/sampled_cov": batch_predicted_entropy_change(logp, dz_sampled, mask),
     }
+    if d2h is not None:
+        out["dH/second_order"] = masked_mean(dh + 0.5 * d2h, mask)
     groups = token_groups(advantages, jnp.exp(logp), h0, mask, prob_threshold, forking_quantile)
     # a group's part: the sum of its tokens' dh over all valid tokens (so the parts sum to it)
     parts = {name: masked_mean(jnp.where(group, dh, 0.0), mask) for name, group in groups.items()}

@@ -171,7 +171,10 @@ class DynamicsConfig:
     groups (advantage sign x sampled-token probability split at ``prob_threshold``; the
     ``forking_quantile`` top-entropy tokens), entropy quantiles, the share of tokens above
     ``forking_entropy`` nats and entropy in ``position_bins`` bins of response position.
-    ``row_stride`` s > 1 measures on rows 0, s, 2s, ... of the batch only (cost / s)."""
+    ``row_stride`` s > 1 measures on rows 0, s, 2s, ... of the batch only (cost / s).
+    ``second_order`` adds the second-order term of the Taylor series along the update
+    (``dH/second_order``, one forward-over-forward JVP in place of the JVP): how much of the
+    first order's miss is the curvature of H along delta."""
 
     every: int = 1
     prob_threshold: float = 0.5
@@ -179,6 +182,7 @@ class DynamicsConfig:
     forking_entropy: float = 0.672
     position_bins: int = 8
     row_stride: int = 1
+    second_order: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

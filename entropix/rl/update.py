@@ -358,17 +358,27 @@ class Update:
     def _probe_tokens(self, graphdef, rest, p0, p1, delta, part):
         """Per-token values of one row chunk for :func:`entropix.dynamics.dynamics_metrics`:
         one JVP of the full-logit forward at theta along delta (entropies, logits and their
-        first-order changes) and one forward at theta + delta (entropies and sampled log-probs).
-        Both use the non-parameter state of theta (``rest``, e.g. sigmaReparam's power-iteration
-        vectors), so dH/measured is the change the parameter update alone made, the change
-        <grad_theta H, delta theta> predicts."""
+        first-order changes; with ``dynamics.second_order`` the JVP of that JVP along delta,
+        which adds each entropy's second derivative d2h) and one forward at theta + delta
+        (entropies and sampled log-probs). Both use the non-parameter state of theta
+        (``rest``, e.g. sigmaReparam's power-iteration vectors), so dH/measured is the change
+        the parameter update alone made, the change <grad_theta H, delta theta> predicts."""
         full = dataclasses.replace(self.forward, full_logits=True)
         ids = (part["prompt"], part["prompt_mask"], part["response"])
 
         def forward(params):
             return full(nnx.merge(graphdef, params, rest), *ids)  # (logp, entropy, logits)
 
-        (logp, h0, logits), (_, dh, dlogits) = jax.jvp(forward, (p0,), (delta,))
+        def along(params):  # the forward and its first-order change along delta
+            return jax.jvp(forward, (params,), (delta,))
+
+        extra = {}
+        if self.dynamics.second_order:  # the JVP of the JVP: d^2/de^2 of H(theta + e delta)
+            ((logp, h0, logits), (_, dh, dlogits)), (_, (_, extra["d2h"], _)) = jax.jvp(
+                along, (p0,), (delta,)
+            )
+        else:
+            (logp, h0, logits), (_, dh, dlogits) = along(p0)
         logp_after, h1, _ = self.forward(nnx.merge(graphdef, p1, rest), *ids)
         dz = jnp.take_along_axis(dlogits, part["response"][..., None], axis=-1)[..., 0]
         return {
@@ -379,6 +389,7 @@ class Update:
             "logp": logp,
             "logp_after": logp_after,
             "dz_sampled": dz,
+            **extra,
         }
 
     def probe(

@@ -79,14 +79,16 @@ def test_rl_suite_splits_the_grpo_step(results):
     assert abs(parts - tiny["step_s"]) < 1e-9 and abs(sum(tiny["shares"].values()) - 1) < 1e-9
     assert 0 < rows["tiny"]["ratios"]["mfu"] and tiny["model_gflop"]["update"] > 0
     ratios = rows["tiny"]["ratios"]
-    assert {"time_logged/unlogged", "time_logged/unlogged_stride8"} <= set(ratios)
+    variants = ("stride8", "second_order")
+    assert {"time_logged/unlogged", *(f"time_logged/unlogged_{v}" for v in variants)} <= set(ratios)
     assert tiny["probed_update"]["runs"] >= 5 and tiny["dynamics_row_strides"] == [8]
-    assert tiny["probed_update_stride8"]["runs"] >= 5
     step = tiny["step_s"]
     assert ratios["time_logged/unlogged"] == pytest.approx((step + tiny["probe_s"]) / step)
-    assert ratios["time_logged/unlogged_stride8"] == pytest.approx(
-        (step + tiny["probe_stride8_s"]) / step
-    )
+    for variant in variants:
+        assert tiny[f"probed_update_{variant}"]["runs"] >= 5
+        assert ratios[f"time_logged/unlogged_{variant}"] == pytest.approx(
+            (step + tiny[f"probe_{variant}_s"]) / step
+        )
     assert rows["tiny"]["targets"] == {}  # the dynamics cost target is the small preset's
 
 

@@ -85,6 +85,15 @@ def test_dynamics_metrics_match_numpy():
         np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-7, err_msg=key)
 
 
+def test_second_order_is_the_taylor_series_to_second_order():
+    b = _batch(4)
+    d2h = np.random.default_rng(4).normal(0.0, 1e-2, (B, N)).astype(np.float32)
+    m = b["mask"] > 0
+    got = dynamics_metrics(**b, d2h=d2h)
+    np.testing.assert_allclose(got["dH/second_order"], (b["dh"] + d2h / 2)[m].mean(), rtol=1e-5)
+    assert "dH/second_order" not in dynamics_metrics(**b)
+
+
 def test_group_parts_sum_to_the_prediction_and_empty_bins_are_nan():
     b = _batch(1)
     b["mask"][:, N // 2 :] = 0.0  # the second half of the positions holds no token

@@ -57,7 +57,7 @@ def _grpo(**changes):
 
     data = {k: dict(v) for k, v in tiny.BASE.items()}
     data["train"]["steps"] = 4
-    data["dynamics"] = {"every": 1}
+    data["dynamics"] = {"every": 1, "second_order": True}
     data["task"] = {"digits": 1}
     data["sft"] = {
         "steps": 100,
@@ -89,6 +89,8 @@ def test_grpo_seeds_table_gives_each_seed_and_the_mean(tmp_path):
         assert [got["dH/residual/worst_step"], got["dlogp/max/at_worst"]] == pytest.approx(want)
         small = [r["dlogp/max"] <= 1.0 for r in rows]  # the small-step columns' steps
         assert got["dH/small_steps/steps"] == sum(small)
+        second = np.array([r["dH/second_order"] for r in rows])
+        assert got["dH/second_order/corr"] == pytest.approx(np.corrcoef(second, meas)[0, 1])
     assert [seeds["rows"][i][column] for i in (0, 1)] == pytest.approx(corr, abs=1e-6)
     assert seeds["rows"][2][column] == pytest.approx(np.mean(corr), abs=1e-6)
     assert "GRPO corr >= 0.95 on every one of 2 seeds" in summary["targets"]

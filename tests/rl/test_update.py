@@ -175,6 +175,35 @@ def test_probe_prediction_is_the_first_order_change_along_the_update():
         np.testing.assert_allclose(parts, metrics["dH/predicted"], rtol=1e-5)
 
 
+def test_probe_second_order_is_the_second_difference_along_the_update():
+    """With dynamics.second_order the probe adds d^2/de^2 H(theta + e delta) / 2 to the first
+    order: it matches the central second difference of H along delta, and what is left of the
+    measured change is third order (far below the first order's miss)."""
+    plan, create = _setup("optim.lr=1e-4", "dynamics.second_order=true")
+    state = create()
+    batch = plan.rollouts(0, state)
+    step = make_train_step(
+        plan.update.loss, prepare_fn=plan.update.prepare, probe_fn=plan.update.probe
+    )
+    new, metrics = step(create(), batch, probe=True)
+    graphdef, p0, rest = nnx.split(state.model(), nnx.Param, ...)
+    mask = batch["response_mask"].astype(jnp.float32)
+
+    def entropy(s):  # H(theta + s delta) on the batch
+        params = jax.tree.map(lambda a, b: a + s * (b - a), p0, new.params)
+        ids = (batch["prompt"], batch["prompt_mask"], batch["response"])
+        h = plan.update.forward(nnx.merge(graphdef, params, rest), *ids)[1]
+        return float(jnp.sum(h * mask) / jnp.sum(mask))
+
+    h = {s: entropy(s) for s in (-1.0, 0.0, 1.0)}
+    first, second = float(metrics["dH/predicted"]), float(metrics["dH/second_order"])
+    np.testing.assert_allclose(first, (h[1.0] - h[-1.0]) / 2, rtol=1e-2)
+    np.testing.assert_allclose(2 * (second - first), h[1.0] - 2 * h[0.0] + h[-1.0], rtol=1e-2)
+    measured = float(metrics["dH/measured"])
+    assert abs(second - first) > 1e-5  # the curvature term is not rounding
+    assert abs(measured - second) < 0.1 * abs(measured - first)
+
+
 def test_probe_row_stride_measures_the_strided_rows():
     plan, create = _setup("dynamics.row_stride=2", "dynamics.position_bins=2")
     state = create()
