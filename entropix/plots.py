@@ -8,7 +8,8 @@ of a sweep) and writes under ``RUN_DIR/plots/``, each when the run logged its me
 - ``entropy_change.png``: measured vs predicted dH per step (``dH/measured``,
   ``dH/predicted``), with Pearson r and R^2 of the prediction read as y = x, and the step with
   the largest residual ringed and named with its ``dlogp/max``
-  (``entropix.runs.residual_summary``);
+  (``entropix.runs.residual_summary``); where the run logged ``dH/second_order``, the
+  second-order prediction beside it as crosses, with its own r and R^2;
 - ``quadrants.png``: each token group's signed share g_t / sum_g' |g'_t| of dH/predicted over
   steps, for the advantage-sign x probability quadrants (``dH/pred/pos_high`` ...) and the
   forking / non-forking split;
@@ -121,16 +122,22 @@ def _entropy_change(plt, runs):
                 va="top",
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.8, "lw": 0},
             )
+        _, second, meas = paired(runs[label], "dH/second_order", "dH/measured")
+        if len(second):
+            score = agreement(second, meas)
+            text = f"r={score['corr']:.2f}, R²={score['r2_identity']:.2f}"
+            ax.scatter(second, meas, s=10, marker="x", lw=0.6, label=f"{label}, 2nd order ({text})")
     spread_p = max(np.ptp(p) for _, _, p, _ in pairs)
     spread_m = max(np.ptp(m) for _, _, _, m in pairs)
     if 0.1 < spread_p / max(spread_m, 1e-30) < 10:  # same scale: draw y = x
         lo = min(min(p.min(), m.min()) for _, _, p, m in pairs)
         hi = max(max(p.max(), m.max()) for _, _, p, m in pairs)
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    ax.set_xlabel("predicted dH (first order)")
+    second_order = any(len(series(t, "dH/second_order")[0]) for t in runs.values())
+    ax.set_xlabel("predicted dH (first order" + ("; x: second order)" if second_order else ")"))
     ax.set_ylabel("measured dH")
     ax.set_title("dH per step (R² of measured = predicted)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="upper left")  # the points lie along y = x
     return fig
 
 
