@@ -374,11 +374,11 @@ class Update:
 
         extra = {}
         if self.dynamics.second_order:  # the JVP of the JVP: d^2/de^2 of H(theta + e delta)
-            ((logp, h0, logits), (_, dh, dlogits)), (_, (_, extra["d2h"], _)) = jax.jvp(
-                along, (p0,), (delta,)
-            )
+            (value, change), (_, change_of_change) = jax.jvp(along, (p0,), (delta,))
+            extra["d2h"] = change_of_change[1]  # of the entropies
         else:
-            (logp, h0, logits), (_, dh, dlogits) = along(p0)
+            value, change = along(p0)
+        (logp, h0, logits), (_, dh, dlogits) = value, change
         logp_after, h1, _ = self.forward(nnx.merge(graphdef, p1, rest), *ids)
         dz = jnp.take_along_axis(dlogits, part["response"][..., None], axis=-1)[..., 0]
         return {
